@@ -1,0 +1,41 @@
+# Copyright (C) 2026 anomalib-fastflow2d developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""Fastflow2D: FastFlow anomaly detection with 2D normalizing flows, as a plugin model for anomalib.
+
+Importing the package registers the model with anomalib, so ``anomalib train --model Fastflow2D`` and
+``get_model("Fastflow2D")`` work.
+
+Paper:
+    FastFlow: Unsupervised Anomaly Detection and Localization via 2D Normalizing Flows, Yu et al. 2021,
+    https://arxiv.org/abs/2111.07677
+"""
+
+from .anomaly_map import AnomalyMapGenerator, ImageScore
+from .backbones import BackboneWeightsUnavailableError, FeatureExtractor
+from .flows import Flow2D
+from .lightning_model import Fastflow2D
+from .loss import Fastflow2DLoss
+from .presets import PRESETS, BackboneKind, BackbonePreset, resolve_preset
+from .registration import register
+from .torch_model import Fastflow2DModel
+
+register()
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "AnomalyMapGenerator",
+    "BackboneKind",
+    "BackbonePreset",
+    "BackboneWeightsUnavailableError",
+    "Fastflow2D",
+    "Fastflow2DLoss",
+    "Fastflow2DModel",
+    "FeatureExtractor",
+    "Flow2D",
+    "ImageScore",
+    "register",
+    "resolve_preset",
+]

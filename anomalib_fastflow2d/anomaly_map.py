@@ -1,0 +1,89 @@
+# Copyright (C) 2026 anomalib-fastflow2d developers
+# SPDX-License-Identifier: Apache-2.0
+
+r"""Anomaly maps and image scores from the flows' latent maps.
+
+For each scale the per-pixel likelihood under the standard normal is turned into a score in ``[-1, 0]``:
+
+.. math::
+
+    a_s(h, w) = -\exp\Big(-\tfrac{1}{2}\,\tfrac{1}{C_s}\sum_c z_s(c, h, w)^2\Big)
+
+Each map is resized bilinearly to the input size and the scales are averaged. Normal pixels (small ``z``) score near
+-1, anomalous ones near 0; anomalib's post-processor then min-max normalises the scores with statistics from the
+validation set.
+"""
+
+from enum import Enum
+
+import torch
+from torch import nn
+from torch.nn import functional as F  # noqa: N812 - the PyTorch convention
+
+
+class ImageScore(str, Enum):
+    """How the anomaly map is reduced to one score per image."""
+
+    MAX = "max"
+    """The most anomalous pixel: sensitive to small defects."""
+
+    TOPK_MEAN = "topk_mean"
+    """Mean of the top ``topk_fraction`` of pixels: less sensitive to a single noisy pixel."""
+
+
+class AnomalyMapGenerator(nn.Module):
+    """Turn per-scale latent maps into an input-sized anomaly map and an image score.
+
+    Args:
+        image_score: Reduction of the map to one score per image. Defaults to ``ImageScore.MAX``.
+        topk_fraction: Fraction of pixels averaged by ``ImageScore.TOPK_MEAN``, in ``(0, 1]``. Defaults to ``0.01``.
+
+    Example:
+        >>> generator = AnomalyMapGenerator()
+        >>> latents = [torch.zeros(2, 4, 8, 8), torch.zeros(2, 8, 4, 4)]
+        >>> anomaly_map, score = generator(latents, image_size=(32, 32))
+        >>> anomaly_map.shape, score.tolist()
+        (torch.Size([2, 1, 32, 32]), [-1.0, -1.0])
+    """
+
+    def __init__(self, image_score: ImageScore | str = ImageScore.MAX, topk_fraction: float = 0.01) -> None:
+        super().__init__()
+        try:
+            self.image_score = ImageScore(image_score)
+        except ValueError:
+            msg = f"image_score must be one of {[score.value for score in ImageScore]}, got {image_score!r}."
+            raise ValueError(msg) from None
+        if not 0.0 < topk_fraction <= 1.0:
+            msg = f"topk_fraction must be in (0, 1], got {topk_fraction}."
+            raise ValueError(msg)
+        self.topk_fraction = topk_fraction
+
+    def forward(self, latents: list[torch.Tensor], image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Compute the anomaly map and the image score.
+
+        Args:
+            latents: One latent map ``(N, C_s, H_s, W_s)`` per scale.
+            image_size: ``(H, W)`` of the input images.
+
+        Returns:
+            The anomaly map ``(N, 1, H, W)`` in ``[-1, 0]`` and the image score ``(N,)``.
+        """
+        scale_maps = [
+            F.interpolate(
+                -torch.exp(-0.5 * torch.mean(latent**2, dim=1, keepdim=True)),
+                size=image_size,
+                mode="bilinear",
+                align_corners=False,
+            )
+            for latent in latents
+        ]
+        anomaly_map = torch.stack(scale_maps, dim=-1).mean(dim=-1)
+        return anomaly_map, self.score(anomaly_map)
+
+    def score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
+        """Reduce an anomaly map ``(N, 1, H, W)`` to image scores ``(N,)``."""
+        flat = anomaly_map.flatten(start_dim=1)
+        if self.image_score is ImageScore.MAX:
+            return flat.amax(dim=1)
+        top_k = max(1, round(self.topk_fraction * flat.shape[1]))
+        return flat.topk(top_k, dim=1).values.mean(dim=1)

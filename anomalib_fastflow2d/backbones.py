@@ -1,0 +1,211 @@
+# Copyright (C) 2026 anomalib-fastflow2d developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""Frozen timm backbones that return the feature maps Fastflow2D's flows model.
+
+Channels and strides are read from timm's ``feature_info``, never from backbone names, so any timm CNN with
+``features_only`` works. Vision transformers give one map: the patch tokens after one block, through the backbone's
+final norm, reshaped to ``(N, C, H/16, W/16)``.
+
+Weights come from the model hub (``pre_trained=True``) or from a local file (``backbone_weights``) for machines
+without hub access. A hub that cannot be reached fails at once with both fixes named, instead of after timm's
+retries.
+"""
+
+import logging
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlparse
+
+import timm
+import torch
+from timm.models._features import FeatureGetterNet, FeatureInfo
+from torch import nn
+
+from .presets import BackboneKind
+
+logger = logging.getLogger(__name__)
+
+HUB_PROBE_TIMEOUT_S = 3.0
+"""How long to wait for the model hub's TCP handshake before declaring it unreachable."""
+
+
+class BackboneWeightsUnavailableError(RuntimeError):
+    """Raised when pretrained weights are asked for but the model hub cannot deliver them."""
+
+
+def _hub_endpoint() -> tuple[str, int]:
+    from huggingface_hub import constants  # noqa: PLC0415 - only needed when downloading
+
+    url = urlparse(constants.ENDPOINT)
+    return url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants  # noqa: PLC0415 - only needed when downloading
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _hub_reachable() -> bool:
+    host, port = _hub_endpoint()
+    try:
+        with socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def _hub_cache_only() -> Iterator[None]:
+    """Let timm use weights already in the local hub cache, without network retries."""
+    from huggingface_hub import constants  # noqa: PLC0415 - only needed when downloading
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+
+
+def create_timm_model(
+    name: str,
+    pre_trained: bool,
+    backbone_weights: str | os.PathLike[str] | None,
+    **kwargs: Any,  # noqa: ANN401 - forwarded to timm.create_model unchanged
+) -> nn.Module:
+    """Create a timm model with weights from the hub, a local file, or random initialisation.
+
+    Args:
+        name: timm model name.
+        pre_trained: Load the hub's pretrained weights. Ignored when ``backbone_weights`` is given.
+        backbone_weights: Local weights file (``.pth``, ``.bin`` or ``.safetensors``) in timm's layout for ``name``.
+        **kwargs: Passed to :func:`timm.create_model`.
+
+    Returns:
+        The timm model.
+
+    Raises:
+        FileNotFoundError: If ``backbone_weights`` does not exist.
+        ValueError: If ``backbone_weights`` does not fit the backbone.
+        BackboneWeightsUnavailableError: If pretrained weights cannot be downloaded.
+    """
+    if backbone_weights is not None:
+        path = Path(backbone_weights)
+        if not path.is_file():
+            msg = f"backbone_weights file {str(path)!r} does not exist."
+            raise FileNotFoundError(msg)
+        try:
+            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+        except (RuntimeError, KeyError, OSError, ValueError) as error:
+            msg = f"backbone_weights file {str(path)!r} does not fit backbone {name!r}: {error}"
+            raise ValueError(msg) from error
+    if not pre_trained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+
+    offline = _hub_offline() or not _hub_reachable()
+    try:
+        if offline:
+            with _hub_cache_only():
+                return timm.create_model(name, pretrained=True, **kwargs)
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except OSError as error:
+        reason = "HF_HUB_OFFLINE is set" if _hub_offline() else f"the model hub at {_hub_endpoint()[0]} failed"
+        msg = (
+            f"Could not get pretrained weights for backbone {name!r} ({reason}; {error.__class__.__name__}). "
+            "Either pass backbone_weights=/path/to/weights.pth (a local weights file for this backbone), "
+            "or pre_trained=False to train from random weights."
+        )
+        raise BackboneWeightsUnavailableError(msg) from error
+
+
+class FeatureExtractor(nn.Module):
+    """A frozen timm backbone that returns a list of feature maps, coarsest last.
+
+    Args:
+        backbone: timm model name.
+        kind: CNN feature pyramid or single-block ViT features.
+        feature_stages: timm ``out_indices`` of the stages (CNN) or the transformer block (ViT).
+        pre_trained: Load the hub's pretrained weights.
+        backbone_weights: Local weights file, used instead of the hub when given.
+        dynamic_size: ViT only: interpolate position embeddings so any input size runs. Without it the ViT only
+            accepts the input size it was built for.
+
+    Attributes:
+        channels: Channels of each feature map.
+        strides: Downsampling factor of each feature map relative to the input.
+
+    Example:
+        >>> extractor = FeatureExtractor("resnet18", BackboneKind.CNN, (1, 2, 3), pre_trained=False)
+        >>> extractor.channels, extractor.strides
+        ([64, 128, 256], [4, 8, 16])
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        kind: BackboneKind,
+        feature_stages: Sequence[int],
+        pre_trained: bool,
+        backbone_weights: str | os.PathLike[str] | None = None,
+        dynamic_size: bool = False,
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self.network: nn.Module
+        self.fixed_input_size: tuple[int, int] | None = None
+        if kind is BackboneKind.VIT:
+            size_kwargs = {"dynamic_img_size": True} if dynamic_size else {}
+            vit = create_timm_model(backbone, pre_trained, backbone_weights, **size_kwargs)
+            self.network = FeatureGetterNet(vit, out_indices=tuple(feature_stages), norm=True, output_fmt="NCHW")
+            if getattr(vit.patch_embed, "strict_img_size", False):
+                height, width = vit.patch_embed.img_size
+                self.fixed_input_size = (int(height), int(width))
+        else:
+            try:
+                self.network = create_timm_model(
+                    backbone,
+                    pre_trained,
+                    backbone_weights,
+                    features_only=True,
+                    out_indices=tuple(feature_stages),
+                )
+            except (RuntimeError, IndexError, AttributeError, TypeError) as error:
+                msg = (
+                    f"Backbone {backbone!r} cannot give feature stages {tuple(feature_stages)} with timm's "
+                    f"features_only ({error}). Pick a timm CNN that supports features_only, or other feature_stages."
+                )
+                raise ValueError(msg) from error
+        feature_info = cast("FeatureInfo", self.network.feature_info)
+        self.channels: list[int] = list(feature_info.channels())
+        self.strides: list[int] = list(feature_info.reduction())
+        self.network.requires_grad_(requires_grad=False)
+        self.network.eval()
+
+    def train(self, mode: bool = True) -> "FeatureExtractor":
+        """Keep the frozen backbone in eval mode (batch-norm statistics and dropout stay fixed)."""
+        del mode
+        return super().train(mode=False)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Extract feature maps.
+
+        Args:
+            images: Normalised images of shape ``(N, 3, H, W)``.
+
+        Returns:
+            One ``(N, C_i, H / s_i, W / s_i)`` map per feature stage.
+        """
+        if self.fixed_input_size is not None and tuple(images.shape[-2:]) != self.fixed_input_size:
+            msg = (
+                f"This backbone only runs at input size {self.fixed_input_size}, got {tuple(images.shape[-2:])}. "
+                f"Resize images to {self.fixed_input_size} in the pre-processor."
+            )
+            raise ValueError(msg)
+        with torch.no_grad():
+            return list(self.network(images))

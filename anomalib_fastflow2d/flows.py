@@ -1,0 +1,116 @@
+# Copyright (C) 2026 anomalib-fastflow2d developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""2D normalizing flows built from FrEIA coupling blocks; the only module that imports FrEIA.
+
+Each flow is a :class:`FrEIA.framework.SequenceINN` of :class:`FrEIA.modules.AllInOneBlock` couplings whose subnets
+are ``conv -> ReLU -> conv``. FastFlow alternates 3x3 and 1x1 kernels for high-capacity backbones, so the flow sees
+local context while staying cheap, and uses 3x3 everywhere for ResNet18.
+
+The flow is fully convolutional: no parameter depends on the feature map's height or width, so a flow trained at
+one input size runs at any other.
+
+Paper:
+    FastFlow: Unsupervised Anomaly Detection and Localization via 2D Normalizing Flows, Yu et al. 2021,
+    https://arxiv.org/abs/2111.07677 (Figure 2 for the subnet).
+"""
+
+from collections.abc import Callable
+
+import torch
+from FrEIA.framework import SequenceINN
+from FrEIA.modules import AllInOneBlock
+from torch import nn
+
+AFFINE_CLAMPING = 2.0
+"""Bound on the coupling's log-scale (FrEIA's ``affine_clamping``): keeps ``exp(s)`` finite early in training."""
+
+
+def subnet_constructor(kernel_size: int, hidden_ratio: float) -> Callable[[int, int], nn.Module]:
+    """Return the FrEIA subnet factory for one coupling block: ``conv -> ReLU -> conv``.
+
+    Args:
+        kernel_size: Kernel size of both convolutions (1 or 3); padding keeps the spatial size.
+        hidden_ratio: Hidden channels as a fraction of the subnet's input channels.
+
+    Returns:
+        A callable ``(in_channels, out_channels) -> nn.Module``, as :class:`AllInOneBlock` expects.
+    """
+
+    def build(in_channels: int, out_channels: int) -> nn.Module:
+        hidden_channels = max(1, int(in_channels * hidden_ratio))
+        padding = kernel_size // 2
+        return nn.Sequential(
+            nn.Conv2d(in_channels, hidden_channels, kernel_size, padding=padding),
+            nn.ReLU(),
+            nn.Conv2d(hidden_channels, out_channels, kernel_size, padding=padding),
+        )
+
+    return build
+
+
+def kernel_pattern(flow_steps: int, conv3x3_only: bool) -> list[int]:
+    """Kernel size of each coupling block's subnet: 3, 1, 3, 1, ... or all 3.
+
+    Example:
+        >>> kernel_pattern(4, conv3x3_only=False)
+        [3, 1, 3, 1]
+    """
+    return [3 if conv3x3_only or step % 2 == 0 else 1 for step in range(flow_steps)]
+
+
+class Flow2D(nn.Module):
+    """An invertible map from a feature map to a latent map of the same shape.
+
+    Args:
+        channels: Channels of the feature map.
+        flow_steps: Number of coupling blocks.
+        conv3x3_only: Use 3x3 kernels in every subnet instead of alternating 3x3 and 1x1.
+        hidden_ratio: Hidden channels of each subnet as a fraction of its input channels.
+
+    Example:
+        >>> flow = Flow2D(channels=8, flow_steps=2, conv3x3_only=False, hidden_ratio=1.0)
+        >>> features = torch.randn(2, 8, 5, 7)
+        >>> latent, log_jacobian = flow(features)
+        >>> latent.shape, log_jacobian.shape
+        (torch.Size([2, 8, 5, 7]), torch.Size([2]))
+        >>> torch.allclose(flow.inverse(latent), features, atol=1e-5)
+        True
+    """
+
+    def __init__(self, channels: int, flow_steps: int, conv3x3_only: bool, hidden_ratio: float) -> None:
+        super().__init__()
+        self.kernel_sizes = kernel_pattern(flow_steps, conv3x3_only)
+        # SequenceINN needs a shape to check dimensions; only the channel count matters to the blocks.
+        self.inn = SequenceINN(channels, 1, 1)
+        for kernel_size in self.kernel_sizes:
+            self.inn.append(
+                AllInOneBlock,
+                subnet_constructor=subnet_constructor(kernel_size, hidden_ratio),
+                affine_clamping=AFFINE_CLAMPING,
+                permute_soft=False,
+            )
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map features to latents.
+
+        Args:
+            features: Feature map of shape ``(N, C, H, W)``.
+
+        Returns:
+            The latent map ``z`` of shape ``(N, C, H, W)`` and ``log|det dz/dx|`` of shape ``(N,)``.
+        """
+        latent, log_jacobian = self.inn(features)
+        return latent, log_jacobian
+
+    def inverse(self, latent: torch.Tensor) -> torch.Tensor:
+        """Map latents back to features: the exact inverse of :meth:`forward`.
+
+        Args:
+            latent: Latent map of shape ``(N, C, H, W)``.
+
+        Returns:
+            The feature map of shape ``(N, C, H, W)``.
+        """
+        features, _ = self.inn(latent, rev=True)
+        return features

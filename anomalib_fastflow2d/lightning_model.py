@@ -1,0 +1,210 @@
+# Copyright (C) 2026 anomalib-fastflow2d developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""Fastflow2D as an anomalib model: training, validation, optimiser, pre/post-processing and metrics.
+
+Example:
+    >>> from anomalib.data import MVTecAD
+    >>> from anomalib.engine import Engine
+    >>> from anomalib_fastflow2d import Fastflow2D
+    >>> model = Fastflow2D(backbone="wide_resnet50_2")  # doctest: +SKIP
+    >>> Engine(max_epochs=100).fit(model, datamodule=MVTecAD(category="bottle"))  # doctest: +SKIP
+
+Paper:
+    FastFlow: Unsupervised Anomaly Detection and Localization via 2D Normalizing Flows, Yu et al. 2021,
+    https://arxiv.org/abs/2111.07677
+
+See Also:
+    :class:`anomalib_fastflow2d.torch_model.Fastflow2DModel`: the PyTorch model.
+    :class:`anomalib_fastflow2d.loss.Fastflow2DLoss`: the training objective.
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from anomalib import LearningType
+from anomalib.data import Batch
+from anomalib.metrics import AUPRO, AUROC, AnomalibMetric, Evaluator, F1Score
+from anomalib.models.components import AnomalibModule
+from anomalib.post_processing import PostProcessor
+from anomalib.visualization import Visualizer
+from lightning.pytorch.utilities.types import STEP_OUTPUT
+from torch import nn
+
+from .loss import Fastflow2DLoss
+from .presets import resolve_preset
+from .torch_model import Fastflow2DModel
+
+LIGHTNING_DEFAULT_MAX_EPOCHS = 1000
+"""The epoch limit Lightning falls back to when neither ``max_epochs`` nor ``max_steps`` is given."""
+
+
+class Fastflow2D(AnomalibModule):
+    """FastFlow with size-independent normalisation, presets for the paper's backbones and a bounded schedule.
+
+    A frozen timm backbone gives multi-scale features; per scale, a 2D normalizing flow maps them to a standard
+    normal; the per-pixel likelihood is the anomaly map. Explicit arguments override the backbone's preset.
+
+    Args:
+        backbone: A preset (``"resnet18"``, ``"wide_resnet50_2"``, ``"deit_base_distilled_patch16_384"``,
+            ``"cait_m48_448"``) or any timm CNN that supports ``features_only``. Defaults to ``"resnet18"``.
+        pre_trained: Load the hub's pretrained backbone weights. Defaults to ``True``.
+        backbone_weights: Local backbone weights file, for machines without model-hub access. Defaults to ``None``.
+        flow_steps: Coupling blocks per flow. Defaults to the preset's (8 for CNNs, 20 for ViTs).
+        conv3x3_only: 3x3 kernels in every subnet instead of alternating 3x3/1x1. Defaults to the preset's.
+        hidden_ratio: Subnet hidden channels as a fraction of input channels. Defaults to the preset's.
+        feature_stages: timm ``out_indices`` (CNN stages, or the ViT block). Defaults to the preset's.
+        input_size: ``(H, W)`` of the default pre-processor's resize; ignored when ``pre_processor`` is a module.
+            Defaults to the preset's (256, 384 for DeiT, 448 for CaiT).
+        image_score: ``"max"`` of the anomaly map, or ``"topk_mean"``. Defaults to ``"max"``.
+        topk_fraction: Fraction of pixels averaged by ``image_score="topk_mean"``. Defaults to ``0.01``.
+        lr: Adam learning rate. Defaults to ``1e-3`` (paper).
+        weight_decay: Adam weight decay. Defaults to ``1e-5`` (paper).
+        max_epochs: Stop training after this many epochs unless the trainer sets its own ``max_epochs`` or
+            ``max_steps``. Lets configs that cannot pass trainer arguments (anomalib's benchmark) bound training.
+            Defaults to ``None`` (the trainer decides).
+        pre_processor: Pre-processor, or ``True`` for resize to ``input_size`` and ImageNet normalisation.
+            Defaults to ``True``.
+        post_processor: Post-processor, or ``True`` for anomalib's adaptive thresholds and min-max normalisation.
+            Defaults to ``True``.
+        evaluator: Evaluator, or ``True`` for image AUROC/F1 and, where masks exist, pixel AUROC/F1/AUPRO.
+            Defaults to ``True``.
+        visualizer: Visualizer, or ``True`` for anomalib's image visualizer. Defaults to ``True``.
+
+    Example:
+        >>> model = Fastflow2D(backbone="resnet18", pre_trained=False, input_size=(64, 64))
+        >>> model.input_size
+        torch.Size([64, 64])
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        pre_trained: bool = True,
+        backbone_weights: str | Path | None = None,
+        flow_steps: int | None = None,
+        conv3x3_only: bool | None = None,
+        hidden_ratio: float | None = None,
+        feature_stages: Sequence[int] | None = None,
+        input_size: tuple[int, int] | None = None,
+        image_score: Literal["max", "topk_mean"] = "max",
+        topk_fraction: float = 0.01,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        max_epochs: int | None = None,
+        pre_processor: nn.Module | bool = True,
+        post_processor: nn.Module | bool = True,
+        evaluator: Evaluator | bool = True,
+        visualizer: Visualizer | bool = True,
+    ) -> None:
+        preset = resolve_preset(backbone)
+        if pre_processor is True:
+            pre_processor = self.configure_pre_processor(image_size=input_size or preset.input_size)
+        super().__init__(
+            pre_processor=pre_processor,
+            post_processor=post_processor,
+            evaluator=evaluator,
+            visualizer=visualizer,
+        )
+        if lr <= 0 or weight_decay < 0:
+            msg = f"lr must be positive and weight_decay non-negative, got lr={lr}, weight_decay={weight_decay}."
+            raise ValueError(msg)
+        if max_epochs is not None and max_epochs < 1:
+            msg = f"max_epochs must be at least 1 or None, got {max_epochs}."
+            raise ValueError(msg)
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.model: Fastflow2DModel = Fastflow2DModel(
+            backbone=backbone,
+            pre_trained=pre_trained,
+            backbone_weights=backbone_weights,
+            flow_steps=flow_steps,
+            conv3x3_only=conv3x3_only,
+            hidden_ratio=hidden_ratio,
+            feature_stages=feature_stages,
+            image_score=image_score,
+            topk_fraction=topk_fraction,
+        )
+        self.loss = Fastflow2DLoss()
+
+    @staticmethod
+    def configure_post_processor() -> PostProcessor:
+        """Adaptive F1 thresholds and min-max normalisation, learned in validation and saved in checkpoints."""
+        return PostProcessor()
+
+    @staticmethod
+    def configure_evaluator() -> Evaluator:
+        """Image AUROC and F1 always; pixel AUROC, F1 and AUPRO only where the data has masks."""
+        val_metrics: list[AnomalibMetric] = [
+            AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
+            AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+        ]
+        test_metrics: list[AnomalibMetric] = [
+            AUROC(fields=["pred_score", "gt_label"], prefix="image_"),
+            F1Score(fields=["pred_label", "gt_label"], prefix="image_"),
+            AUROC(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+            F1Score(fields=["pred_mask", "gt_mask"], prefix="pixel_", strict=False),
+            AUPRO(fields=["anomaly_map", "gt_mask"], prefix="pixel_", strict=False),
+        ]
+        return Evaluator(val_metrics=val_metrics, test_metrics=test_metrics)
+
+    def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
+        """Return the negative log-likelihood of the batch's features; log it per image and per dimension."""
+        del args, kwargs
+        images = _images(batch)
+        latents, log_jacobians = self.model(images)
+        loss = self.loss(latents, log_jacobians)
+        batch_size = images.shape[0]
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        nats_per_dim = loss / Fastflow2DLoss.dimensions(latents)
+        self.log("train_nats_per_dim", nats_per_dim, on_step=False, on_epoch=True, batch_size=batch_size)
+        return {"loss": loss}
+
+    def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
+        """Add anomaly maps and scores to the batch for the post-processor's statistics and the metrics."""
+        del args, kwargs
+        predictions = self.model(_images(batch))
+        return batch.update(**predictions._asdict())
+
+    def on_fit_start(self) -> None:
+        """Apply ``max_epochs`` when the trainer runs on Lightning's default limit."""
+        trainer = self.trainer
+        unbounded = trainer.max_epochs == LIGHTNING_DEFAULT_MAX_EPOCHS and trainer.max_steps == -1
+        if self.max_epochs is not None and unbounded:
+            trainer.fit_loop.max_epochs = self.max_epochs
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the checkpoint so that loading it needs neither the model hub nor the original weights file.
+
+        The backbone's weights are in the state dict, so the rebuilt model starts from random weights and the state
+        dict overwrites them.
+        """
+        super().on_save_checkpoint(checkpoint)
+        hyper_parameters = checkpoint.setdefault("hyper_parameters", {})
+        hyper_parameters["pre_trained"] = False
+        hyper_parameters["backbone_weights"] = None
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam over the flows and feature norms; the backbone is frozen."""
+        trainable = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
+        return torch.optim.Adam(trainable, lr=self.lr, weight_decay=self.weight_decay)
+
+    @property
+    def trainer_arguments(self) -> dict[str, Any]:
+        """No gradient clipping (as in the paper) and no sanity validation (thresholds come from full epochs)."""
+        return {"gradient_clip_val": 0, "num_sanity_val_steps": 0}
+
+    @property
+    def learning_type(self) -> LearningType:
+        """Fastflow2D learns from normal images only."""
+        return LearningType.ONE_CLASS
+
+
+def _images(batch: Batch) -> torch.Tensor:
+    if batch.image is None:
+        msg = "Fastflow2D needs batches with images; the datamodule returned a batch without an `image` field."
+        raise ValueError(msg)
+    return batch.image
