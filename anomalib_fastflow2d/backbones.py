@@ -18,7 +18,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlparse
 
 import timm
@@ -27,6 +27,9 @@ from timm.models._features import FeatureGetterNet, FeatureInfo
 from torch import nn
 
 from .presets import BackboneKind
+
+if TYPE_CHECKING:
+    from timm.layers import PatchEmbed
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +166,9 @@ class FeatureExtractor(nn.Module):
             size_kwargs = {"dynamic_img_size": True} if dynamic_size else {}
             vit = create_timm_model(backbone, pre_trained, backbone_weights, **size_kwargs)
             self.network = FeatureGetterNet(vit, out_indices=tuple(feature_stages), norm=True, output_fmt="NCHW")
-            if getattr(vit.patch_embed, "strict_img_size", False):
-                height, width = vit.patch_embed.img_size
+            patch_embed = cast("PatchEmbed", vit.patch_embed)
+            if patch_embed.strict_img_size and patch_embed.img_size is not None:
+                height, width = patch_embed.img_size
                 self.fixed_input_size = (int(height), int(width))
         else:
             try:
