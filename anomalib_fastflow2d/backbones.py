@@ -37,7 +37,7 @@ HUB_PROBE_TIMEOUT_S = 3.0
 """How long to wait for the model hub's TCP handshake before declaring it unreachable."""
 
 
-class BackboneWeightsUnavailableError(RuntimeError):
+class BackboneWeightsUnavailableError(OSError):
     """Raised when pretrained weights are asked for but the model hub cannot deliver them."""
 
 
@@ -104,6 +104,7 @@ def create_timm_model(
             msg = f"backbone_weights file {str(path)!r} does not exist."
             raise FileNotFoundError(msg)
         try:
+            _check_weights_fit(name, path)
             return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
         except (RuntimeError, KeyError, OSError, ValueError) as error:
             msg = f"backbone_weights file {str(path)!r} does not fit backbone {name!r}: {error}"
@@ -125,6 +126,33 @@ def create_timm_model(
             "or pre_trained=False to train from random weights."
         )
         raise BackboneWeightsUnavailableError(msg) from error
+
+
+def _check_weights_fit(name: str, path: Path) -> None:
+    """Raise unless ``path`` holds exactly the parameters of timm's ``name``, classifier aside.
+
+    timm loads pretrained files leniently (extra keys are only logged), so weights of a deeper sibling such as
+    ResNet34 would silently fill a ResNet18.
+    """
+    with torch.device("meta"):
+        reference = timm.create_model(name, pretrained=False)
+    classifier = reference.pretrained_cfg.get("classifier") or ()
+    prefixes = tuple(f"{head}." for head in ((classifier,) if isinstance(classifier, str) else classifier))
+    expected = {key: value.shape for key, value in reference.state_dict().items() if not key.startswith(prefixes)}
+    loaded = {
+        key: value.shape
+        for key, value in timm.models.load_state_dict(str(path), device="cpu").items()
+        if not key.startswith(prefixes)
+    }
+    missing = sorted(expected.keys() - loaded.keys())
+    unexpected = sorted(loaded.keys() - expected.keys())
+    mismatched = sorted(key for key in expected.keys() & loaded.keys() if expected[key] != loaded[key])
+    if missing or unexpected or mismatched:
+        msg = (
+            f"{len(missing)} missing keys {missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}, "
+            f"{len(mismatched)} keys of another shape {mismatched[:3]}"
+        )
+        raise ValueError(msg)
 
 
 class FeatureExtractor(nn.Module):

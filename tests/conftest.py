@@ -1,0 +1,26 @@
+# Copyright (C) 2026 anomalib-fastflow2d developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""Shared fixtures: offline settings, a tiny demo dataset, and tiny model settings."""
+
+import os
+from pathlib import Path
+
+# No test may reach the model hub: a stray download must fail at once rather than retry for ~50 s.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest
+
+from anomalib_fastflow2d.demo_data import generate_demo_dataset
+
+TINY_DATA = {"image_size": 64, "num_train": 16, "num_test_normal": 6, "num_test_anomalous": 6}
+"""Enough images for every metric to be defined, small enough for a CPU epoch in about a second."""
+
+TINY_MODEL = {"backbone": "resnet18", "pre_trained": False, "flow_steps": 2, "input_size": (64, 64)}
+"""A Fastflow2D that trains in seconds on 2 cores."""
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny MVTec-style dataset with the ``brick`` category."""
+    return generate_demo_dataset(tmp_path_factory.mktemp("demo"), categories=["brick"], **TINY_DATA)

@@ -1,0 +1,92 @@
+# Copyright (C) 2026 anomalib-fastflow2d developers
+# SPDX-License-Identifier: Apache-2.0
+
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from huggingface_hub import constants
+
+from anomalib_fastflow2d import BackboneKind, BackboneWeightsUnavailableError, FeatureExtractor, Fastflow2DModel
+
+
+def _resnet18(**kwargs: object) -> FeatureExtractor:
+    return FeatureExtractor("resnet18", BackboneKind.CNN, (1, 2, 3), **kwargs)  # type: ignore[arg-type]
+
+
+def test_offline_pretrained_request_fails_at_once_naming_both_fixes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    start = time.perf_counter()
+    with pytest.raises(BackboneWeightsUnavailableError) as error:
+        _resnet18(pre_trained=True)
+    assert time.perf_counter() - start < 1.0
+    message = str(error.value)
+    assert "HF_HUB_OFFLINE" in message
+    assert "backbone_weights=" in message
+    assert "pre_trained=False" in message
+
+
+def test_unreachable_hub_fails_at_once_without_offline_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://127.0.0.1:9")  # the discard port: connection refused
+    start = time.perf_counter()
+    with pytest.raises(BackboneWeightsUnavailableError, match="backbone_weights=.*pre_trained=False"):
+        _resnet18(pre_trained=True)
+    assert time.perf_counter() - start < 5.0
+    assert constants.HF_HUB_OFFLINE is False  # the cache-only switch is undone
+
+
+def test_local_weights_file_is_loaded(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    source = timm.create_model("resnet18", pretrained=False)
+    weights = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), weights)
+
+    extractor = _resnet18(pre_trained=False, backbone_weights=weights)
+    loaded = extractor.network.state_dict()
+    assert torch.equal(loaded["conv1.weight"], source.state_dict()["conv1.weight"])
+    assert torch.equal(loaded["layer3.1.bn2.running_var"], source.state_dict()["layer3.1.bn2.running_var"])
+
+
+def test_missing_weights_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="backbone_weights file .*missing.pth"):
+        _resnet18(pre_trained=True, backbone_weights=tmp_path / "missing.pth")
+
+
+def test_weights_of_another_backbone_are_refused(tmp_path: Path) -> None:
+    weights = tmp_path / "resnet34.pth"
+    torch.save(timm.create_model("resnet34", pretrained=False).state_dict(), weights)
+    with pytest.raises(ValueError, match="does not fit backbone 'resnet18'"):
+        _resnet18(pre_trained=True, backbone_weights=weights)
+
+
+def test_backbone_is_frozen_and_stays_in_eval_mode() -> None:
+    model = Fastflow2DModel("resnet18", pre_trained=False, flow_steps=2)
+    model.train()
+    assert not model.feature_extractor.training
+    assert not any(module.training for module in model.feature_extractor.modules())
+    assert model.flows.training
+
+    latents, log_jacobians = model(torch.randn(2, 3, 64, 64))
+    loss = sum(latent.square().sum() for latent in latents) - sum(log_jacobians).sum()
+    loss.backward()
+    assert all(parameter.grad is None for parameter in model.feature_extractor.parameters())
+    assert all(parameter.grad is not None for parameter in model.flows.parameters() if parameter.requires_grad)
+    assert all(parameter.grad is not None for parameter in model.norms.parameters())
+
+
+def test_cait_refuses_other_input_sizes_with_the_size_it_needs() -> None:
+    extractor = FeatureExtractor("cait_xxs24_224", BackboneKind.VIT, (3,), pre_trained=False)
+    assert extractor.fixed_input_size == (224, 224)
+    with pytest.raises(ValueError, match=r"only runs at input size \(224, 224\), got \(192, 320\)"):
+        extractor(torch.randn(1, 3, 192, 320))
+    assert extractor(torch.randn(1, 3, 224, 224))[0].shape == (1, 192, 14, 14)
+
+
+def test_deit_runs_at_other_input_sizes() -> None:
+    extractor = FeatureExtractor(
+        "deit_tiny_distilled_patch16_224", BackboneKind.VIT, (7,), pre_trained=False, dynamic_size=True
+    )
+    assert extractor(torch.randn(1, 3, 192, 320))[0].shape == (1, 192, 12, 20)

@@ -1,0 +1,68 @@
+# Copyright (C) 2026 anomalib-fastflow2d developers
+# SPDX-License-Identifier: Apache-2.0
+
+import pytest
+import torch
+
+from anomalib_fastflow2d.flows import Flow2D, kernel_pattern
+
+
+@pytest.fixture
+def flow() -> Flow2D:
+    torch.manual_seed(0)
+    flow = Flow2D(channels=6, flow_steps=4, conv3x3_only=False, hidden_ratio=1.0)
+    # Move away from the identity-like initialisation so the test exercises real scales and shifts.
+    with torch.no_grad():
+        for parameter in flow.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.3 * torch.randn_like(parameter))
+    return flow.double()
+
+
+def test_inverse_of_forward_is_identity(flow: Flow2D) -> None:
+    features = torch.randn(3, 6, 9, 11, dtype=torch.float64)
+    latent, _ = flow(features)
+    assert not torch.allclose(latent, features, atol=1e-2)
+    assert torch.allclose(flow.inverse(latent), features, atol=1e-4)
+    assert torch.allclose(flow(flow.inverse(features))[0], features, atol=1e-4)
+
+
+def test_log_jacobian_matches_brute_force_jacobian(flow: Flow2D) -> None:
+    features = torch.randn(1, 6, 3, 2, dtype=torch.float64)
+    _, log_jacobian = flow(features)
+
+    def flat_forward(x: torch.Tensor) -> torch.Tensor:
+        return flow(x.reshape(features.shape))[0].reshape(-1)
+
+    jacobian = torch.autograd.functional.jacobian(flat_forward, features.reshape(-1))
+    sign, brute_force = torch.linalg.slogdet(jacobian)
+    assert sign.item() != 0
+    assert log_jacobian.item() == pytest.approx(brute_force.item(), abs=1e-6)
+
+
+def test_log_jacobian_is_per_sample(flow: Flow2D) -> None:
+    features = torch.randn(4, 6, 5, 5, dtype=torch.float64)
+    _, batch_log_jacobian = flow(features)
+    singles = torch.cat([flow(features[i : i + 1])[1] for i in range(4)])
+    assert batch_log_jacobian.shape == (4,)
+    assert torch.allclose(batch_log_jacobian, singles)
+
+
+def test_any_spatial_size_runs(flow: Flow2D) -> None:
+    for height, width in [(1, 1), (7, 3), (16, 24)]:
+        latent, log_jacobian = flow(torch.randn(2, 6, height, width, dtype=torch.float64))
+        assert latent.shape == (2, 6, height, width)
+        assert torch.isfinite(log_jacobian).all()
+
+
+@pytest.mark.parametrize(
+    ("steps", "conv3x3_only", "expected"),
+    [(4, False, [3, 1, 3, 1]), (3, True, [3, 3, 3]), (1, False, [3])],
+)
+def test_kernel_pattern(steps: int, conv3x3_only: bool, expected: list[int]) -> None:
+    assert kernel_pattern(steps, conv3x3_only) == expected
+    flow = Flow2D(channels=4, flow_steps=steps, conv3x3_only=conv3x3_only, hidden_ratio=0.5)
+    kernels = [block.subnet[0].kernel_size[0] for block in flow.inn.module_list]
+    hidden = [block.subnet[0].out_channels for block in flow.inn.module_list]
+    assert kernels == expected
+    assert hidden == [1] * steps  # 2 input channels to the subnet * 0.5

@@ -1,0 +1,82 @@
+# Copyright (C) 2026 anomalib-fastflow2d developers
+# SPDX-License-Identifier: Apache-2.0
+
+import time
+
+import pytest
+
+from anomalib_fastflow2d import PRESETS, BackboneKind, Fastflow2DModel, resolve_preset
+from anomalib_fastflow2d.presets import DEFAULT_CNN_PRESET
+
+# What the paper's presets must build: (channels per scale, strides, steps, kernels of the first two steps).
+EXPECTED = {
+    "resnet18": ([64, 128, 256], [4, 8, 16], 8, [3, 3]),
+    "wide_resnet50_2": ([256, 512, 1024], [4, 8, 16], 8, [3, 1]),
+    "deit_base_distilled_patch16_384": ([768], [16], 20, [3, 1]),
+    "cait_m48_448": ([768], [16], 20, [3, 1]),
+}
+
+
+def test_every_preset_is_covered() -> None:
+    assert set(EXPECTED) == set(PRESETS)
+
+
+@pytest.mark.parametrize("backbone", sorted(PRESETS))
+def test_preset_builds_with_expected_scales_steps_and_kernels(backbone: str) -> None:
+    channels, strides, steps, first_kernels = EXPECTED[backbone]
+    model = Fastflow2DModel(backbone, pre_trained=False)
+    assert model.feature_extractor.channels == channels
+    assert model.feature_extractor.strides == strides
+    assert len(model.flows) == len(channels)
+    for flow, num_channels in zip(model.flows, channels, strict=True):
+        assert len(flow.inn.module_list) == steps
+        assert flow.kernel_sizes[:2] == first_kernels
+        hidden = flow.inn.module_list[0].subnet[0].out_channels
+        assert hidden == int((num_channels - num_channels // 2) * PRESETS[backbone].hidden_ratio)
+
+
+def test_explicit_arguments_override_the_preset() -> None:
+    model = Fastflow2DModel(
+        "wide_resnet50_2", pre_trained=False, flow_steps=3, conv3x3_only=True, hidden_ratio=0.5, feature_stages=[2, 3]
+    )
+    assert model.feature_extractor.channels == [512, 1024]
+    assert [len(flow.inn.module_list) for flow in model.flows] == [3, 3]
+    assert model.flows[0].kernel_sizes == [3, 3, 3]
+    assert model.flows[0].inn.module_list[0].subnet[0].out_channels == 128
+
+
+def test_other_timm_cnn_gets_the_default_stages() -> None:
+    assert resolve_preset("resnet10t") is DEFAULT_CNN_PRESET
+    model = Fastflow2DModel("resnet10t", pre_trained=False, flow_steps=2)
+    assert model.feature_extractor.strides == [4, 8, 16]
+    assert model.flows[0].kernel_sizes == [3, 1]
+
+
+def test_vit_presets_use_one_scale_after_the_papers_block() -> None:
+    assert PRESETS["deit_base_distilled_patch16_384"].kind is BackboneKind.VIT
+    assert PRESETS["deit_base_distilled_patch16_384"].feature_stages == (7,)
+    assert PRESETS["cait_m48_448"].feature_stages == (40,)
+    assert PRESETS["cait_m48_448"].input_size == (448, 448)
+
+
+def test_unknown_backbone_lists_the_presets_at_once() -> None:
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="Unknown backbone 'resnet_eighteen'") as error:
+        Fastflow2DModel("resnet_eighteen", pre_trained=False)
+    assert time.perf_counter() - start < 1.0
+    for name in PRESETS:
+        assert name in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [({"flow_steps": 0}, "flow_steps"), ({"hidden_ratio": 0.0}, "hidden_ratio"), ({"feature_stages": []}, "feature_stages")],
+)
+def test_bad_flow_arguments_name_the_argument(kwargs: dict, argument: str) -> None:
+    with pytest.raises(ValueError, match=argument):
+        Fastflow2DModel("resnet18", pre_trained=False, **kwargs)
+
+
+def test_impossible_feature_stages_get_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="feature_stages"):
+        Fastflow2DModel("resnet18", pre_trained=False, feature_stages=[7])
