@@ -136,7 +136,8 @@ def _check_weights_fit(name: str, path: Path) -> None:
     """
     with torch.device("meta"):
         reference = timm.create_model(name, pretrained=False)
-    classifier = reference.pretrained_cfg.get("classifier") or ()
+    pretrained_cfg: dict[str, Any] = getattr(reference, "pretrained_cfg", {})
+    classifier = pretrained_cfg.get("classifier") or ()
     prefixes = tuple(f"{head}." for head in ((classifier,) if isinstance(classifier, str) else classifier))
     expected = {key: value.shape for key, value in reference.state_dict().items() if not key.startswith(prefixes)}
     loaded = {

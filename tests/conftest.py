@@ -5,6 +5,7 @@
 
 import os
 from pathlib import Path
+from typing import Any
 
 # No test may reach the model hub: a stray download must fail at once rather than retry for ~50 s.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -13,10 +14,10 @@ import pytest
 
 from anomalib_fastflow2d.demo_data import generate_demo_dataset
 
-TINY_DATA = {"image_size": 64, "num_train": 16, "num_test_normal": 6, "num_test_anomalous": 6}
+TINY_DATA: dict[str, Any] = {"image_size": 64, "num_train": 16, "num_test_normal": 6, "num_test_anomalous": 6}
 """Enough images for every metric to be defined, small enough for a CPU epoch in about a second."""
 
-TINY_MODEL = {"backbone": "resnet18", "pre_trained": False, "flow_steps": 2, "input_size": (64, 64)}
+TINY_MODEL: dict[str, Any] = {"backbone": "resnet18", "pre_trained": False, "flow_steps": 2, "input_size": (64, 64)}
 """A Fastflow2D that trains in seconds on 2 cores."""
 
 

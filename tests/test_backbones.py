@@ -9,7 +9,7 @@ import timm
 import torch
 from huggingface_hub import constants
 
-from anomalib_fastflow2d import BackboneKind, BackboneWeightsUnavailableError, FeatureExtractor, Fastflow2DModel
+from anomalib_fastflow2d import BackboneKind, BackboneWeightsUnavailableError, Fastflow2DModel, FeatureExtractor
 
 
 def _resnet18(**kwargs: object) -> FeatureExtractor:
@@ -32,7 +32,7 @@ def test_unreachable_hub_fails_at_once_without_offline_mode(monkeypatch: pytest.
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "https://127.0.0.1:9")  # the discard port: connection refused
     start = time.perf_counter()
-    with pytest.raises(BackboneWeightsUnavailableError, match="backbone_weights=.*pre_trained=False"):
+    with pytest.raises(BackboneWeightsUnavailableError, match=r"backbone_weights=.*pre_trained=False"):
         _resnet18(pre_trained=True)
     assert time.perf_counter() - start < 5.0
     assert constants.HF_HUB_OFFLINE is False  # the cache-only switch is undone
@@ -51,7 +51,7 @@ def test_local_weights_file_is_loaded(tmp_path: Path) -> None:
 
 
 def test_missing_weights_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="backbone_weights file .*missing.pth"):
+    with pytest.raises(FileNotFoundError, match=r"backbone_weights file .*missing\.pth"):
         _resnet18(pre_trained=True, backbone_weights=tmp_path / "missing.pth")
 
 

@@ -70,7 +70,11 @@ def test_unknown_backbone_lists_the_presets_at_once() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "argument"),
-    [({"flow_steps": 0}, "flow_steps"), ({"hidden_ratio": 0.0}, "hidden_ratio"), ({"feature_stages": []}, "feature_stages")],
+    [
+        ({"flow_steps": 0}, "flow_steps"),
+        ({"hidden_ratio": 0.0}, "hidden_ratio"),
+        ({"feature_stages": []}, "feature_stages"),
+    ],
 )
 def test_bad_flow_arguments_name_the_argument(kwargs: dict, argument: str) -> None:
     with pytest.raises(ValueError, match=argument):

@@ -1,0 +1,47 @@
+# Copyright (C) 2026 anomalib-fastflow2d developers
+# SPDX-License-Identifier: Apache-2.0
+
+import pytest
+import torch
+from torch.nn import functional as F  # noqa: N812
+
+from anomalib_fastflow2d import AnomalyMapGenerator
+
+
+def test_map_follows_the_papers_definition() -> None:
+    torch.manual_seed(0)
+    latents = [torch.randn(2, 4, 8, 8), torch.randn(2, 6, 4, 4)]
+    anomaly_map, score = AnomalyMapGenerator()(latents, image_size=(32, 48))
+
+    expected = torch.zeros(2, 1, 32, 48)
+    for latent in latents:
+        per_pixel = -torch.exp(-0.5 * (latent**2).mean(dim=1, keepdim=True))
+        expected += F.interpolate(per_pixel, size=(32, 48), mode="bilinear", align_corners=False) / len(latents)
+    assert anomaly_map.shape == (2, 1, 32, 48)
+    assert torch.allclose(anomaly_map, expected, atol=1e-6)
+    assert torch.equal(score, anomaly_map.flatten(1).amax(dim=1))
+    assert anomaly_map.min() >= -1
+    assert anomaly_map.max() <= 0
+
+
+def test_zero_latents_score_minus_one_and_large_latents_near_zero() -> None:
+    generator = AnomalyMapGenerator()
+    normal, _ = generator([torch.zeros(1, 3, 4, 4)], image_size=(4, 4))
+    anomalous, _ = generator([torch.full((1, 3, 4, 4), 10.0)], image_size=(4, 4))
+    assert torch.allclose(normal, torch.full_like(normal, -1.0))
+    assert anomalous.max() > -1e-6
+
+
+def test_topk_mean_score() -> None:
+    generator = AnomalyMapGenerator(image_score="topk_mean", topk_fraction=0.25)
+    anomaly_map = torch.arange(16, dtype=torch.float32).reshape(1, 1, 4, 4) / -16
+    # The top 4 of 0, -1/16, ..., -15/16 are 0, -1/16, -2/16, -3/16.
+    assert generator.score(anomaly_map).item() == pytest.approx(-6 / 64)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"), [({"image_score": "mean"}, "image_score"), ({"topk_fraction": 0}, "topk")]
+)
+def test_bad_options_are_named(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        AnomalyMapGenerator(**kwargs)

@@ -1,0 +1,55 @@
+# Copyright (C) 2026 anomalib-fastflow2d developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""Every YAML under configs/ is read by the stock anomalib CLI and builds what it says."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from anomalib.cli import AnomalibCLI
+
+from anomalib_fastflow2d import PRESETS, Fastflow2D
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ANOMALIB = str(Path(sys.executable).with_name("anomalib"))
+
+
+def test_every_config_is_covered() -> None:
+    found = {str(path.relative_to(CONFIGS)) for path in CONFIGS.rglob("*.yaml")}
+    assert found == {"demo.yaml"} | {f"model/{name}.yaml" for name in PRESETS}
+
+
+@pytest.mark.parametrize("backbone", sorted(PRESETS))
+def test_preset_config_builds_the_preset(backbone: str) -> None:
+    cli = AnomalibCLI(
+        ["train", "--config", str(CONFIGS / "model" / f"{backbone}.yaml"), "--model.pre_trained=false"], run=False
+    )
+    preset = PRESETS[backbone]
+    assert isinstance(cli.model, Fastflow2D)
+    assert tuple(cli.model.input_size) == preset.input_size
+    assert len(cli.model.model.flows[0].inn.module_list) == preset.flow_steps
+    assert cli.model.model.feature_stages == preset.feature_stages
+    assert cli.config["train"]["trainer"]["max_epochs"] == 500
+    assert cli.datamodule.category == "bottle"
+
+
+@pytest.mark.slow
+def test_demo_config_trains_with_the_stock_cli(demo_root: Path, tmp_path: Path) -> None:
+    overrides = [f"--data.root={demo_root}", "--trainer.max_epochs=1", f"--default_root_dir={tmp_path}"]
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    result = subprocess.run(
+        [ANOMALIB, "train", "--config", str(CONFIGS / "demo.yaml"), *overrides],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "image_AUROC" in result.stdout
+    assert "pixel_AUPRO" in result.stdout
+    assert list(tmp_path.rglob("model.ckpt"))
