@@ -13,7 +13,7 @@ from anomalib_fastflow2d import BackboneKind, BackboneWeightsUnavailableError, F
 
 
 def _resnet18(**kwargs: object) -> FeatureExtractor:
-    return FeatureExtractor("resnet18", BackboneKind.CNN, (1, 2, 3), **kwargs)  # type: ignore[arg-type]
+    return FeatureExtractor("resnet18", BackboneKind.CNN, (1, 2, 3), **kwargs)
 
 
 def test_offline_pretrained_request_fails_at_once_naming_both_fixes(monkeypatch: pytest.MonkeyPatch) -> None:
