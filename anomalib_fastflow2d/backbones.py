@@ -12,7 +12,6 @@ without hub access. A hub that cannot be reached fails at once with both fixes n
 retries.
 """
 
-import logging
 import os
 import socket
 from collections.abc import Iterator, Sequence
@@ -31,7 +30,6 @@ from .presets import BackboneKind
 if TYPE_CHECKING:
     from timm.layers import PatchEmbed
 
-logger = logging.getLogger(__name__)
 
 HUB_PROBE_TIMEOUT_S = 3.0
 """How long to wait for the model hub's TCP handshake before declaring it unreachable."""

@@ -60,26 +60,22 @@ DEFAULT_CNN_PRESET = BackbonePreset(
 )
 """Last layer of the first three stages, 8 alternating steps: the paper's WideResNet50-2 recipe."""
 
+_DEIT_PRESET = BackbonePreset(
+    kind=BackboneKind.VIT,
+    feature_stages=(7,),
+    flow_steps=20,
+    conv3x3_only=False,
+    hidden_ratio=0.16,
+    input_size=(384, 384),
+    dynamic_size=True,
+)
+
 PRESETS: dict[str, BackbonePreset] = {
     "resnet18": replace(DEFAULT_CNN_PRESET, conv3x3_only=True),
     "wide_resnet50_2": DEFAULT_CNN_PRESET,
-    "deit_base_distilled_patch16_384": BackbonePreset(
-        kind=BackboneKind.VIT,
-        feature_stages=(7,),
-        flow_steps=20,
-        conv3x3_only=False,
-        hidden_ratio=0.16,
-        input_size=(384, 384),
-        dynamic_size=True,
-    ),
-    "cait_m48_448": BackbonePreset(
-        kind=BackboneKind.VIT,
-        feature_stages=(40,),
-        flow_steps=20,
-        conv3x3_only=False,
-        hidden_ratio=0.16,
-        input_size=(448, 448),
-    ),
+    "deit_base_distilled_patch16_384": _DEIT_PRESET,
+    # timm's CaiT cannot interpolate its position embeddings, so it runs at 448x448 only.
+    "cait_m48_448": replace(_DEIT_PRESET, feature_stages=(40,), input_size=(448, 448), dynamic_size=False),
 }
 """The paper's four backbones, keyed by timm model name."""
 

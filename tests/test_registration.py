@@ -141,3 +141,17 @@ def test_stock_cli_trains_and_tests_fastflow2d(demo_root: Path, tmp_path: Path) 
 
 def test_package_exports_the_public_names() -> None:
     assert set(anomalib_fastflow2d.__all__) >= {"Fastflow2D", "Fastflow2DModel", "Fastflow2DLoss", "register"}
+
+
+def test_benchmark_job_generator_builds_fastflow2d_from_a_short_class_path(demo_root: Path) -> None:
+    from anomalib.pipelines.benchmark.generator import BenchmarkJobGenerator  # noqa: PLC0415 - heavy, one test
+
+    args = {
+        "seed": 42,
+        "model": {"class_path": "Fastflow2D", "init_args": {"pre_trained": False, "flow_steps": 2, "max_epochs": 1}},
+        "data": {"class_path": "MVTecAD", "init_args": {"root": str(demo_root), "category": "brick"}},
+    }
+    jobs = list(BenchmarkJobGenerator(accelerator="cpu").generate_jobs(args, None))
+    assert len(jobs) == 1
+    assert isinstance(jobs[0].model, Fastflow2D)
+    assert jobs[0].model.max_epochs == 1
