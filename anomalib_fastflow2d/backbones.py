@@ -15,7 +15,7 @@ retries.
 import os
 import socket
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlparse
@@ -110,12 +110,12 @@ def create_timm_model(
     if not pre_trained:
         return timm.create_model(name, pretrained=False, **kwargs)
 
-    offline = _hub_offline() or not _hub_reachable()
+    download_context: AbstractContextManager[None] = (
+        _hub_cache_only() if _hub_offline() or not _hub_reachable() else nullcontext()
+    )
     try:
-        if offline:
-            with _hub_cache_only():
-                return timm.create_model(name, pretrained=True, **kwargs)
-        return timm.create_model(name, pretrained=True, **kwargs)
+        with download_context:
+            return timm.create_model(name, pretrained=True, **kwargs)
     except OSError as error:
         reason = "HF_HUB_OFFLINE is set" if _hub_offline() else f"the model hub at {_hub_endpoint()[0]} failed"
         msg = (

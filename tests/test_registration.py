@@ -3,9 +3,7 @@
 
 """Registration with stock anomalib: the API, the start-up hook, and the stock ``anomalib`` command line."""
 
-import os
 import re
-import subprocess
 import sys
 import sysconfig
 import zipfile
@@ -18,19 +16,13 @@ from anomalib.models import AnomalibModule, get_model, list_models
 import anomalib_fastflow2d
 from anomalib_fastflow2d import Fastflow2D, register
 from anomalib_fastflow2d._hook import DISABLE_VARIABLE
+from tests.conftest import ANOMALIB, run
 
-ANOMALIB = str(Path(sys.executable).with_name("anomalib"))
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {name: value for name, value in os.environ.items() if name != DISABLE_VARIABLE}
-    environment.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", COLUMNS="200", **env)
-    return subprocess.run(args, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600, check=False)
-
-
 def _python(code: str, cwd: Path, **env: str) -> str:
-    result = _run([sys.executable, "-c", code], cwd, **env)
+    result = run([sys.executable, "-c", code], cwd, **env)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout.strip()
 
@@ -78,7 +70,7 @@ def test_hook_is_disabled_by_its_variable(tmp_path: Path) -> None:
 
 def test_hook_costs_under_5_ms_at_start(tmp_path: Path) -> None:
     def hook_microseconds() -> int:
-        result = _run([sys.executable, "-X", "importtime", "-c", "pass"], tmp_path)
+        result = run([sys.executable, "-X", "importtime", "-c", "pass"], tmp_path)
         rows = [line for line in result.stderr.splitlines() if line.endswith("_anomalib_fastflow2d_hook")]
         assert rows, "the start-up hook did not run: is the package installed (pip install -e .)?"
         return int(rows[0].split("|")[1])
@@ -87,14 +79,14 @@ def test_hook_costs_under_5_ms_at_start(tmp_path: Path) -> None:
 
 
 def test_wheel_ships_the_hook_and_registers_from_a_plain_install(tmp_path: Path) -> None:
-    build = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)], tmp_path)
+    build = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)], tmp_path)
     assert build.returncode == 0, build.stderr[-3000:]
     wheel = next(tmp_path.glob("anomalib_fastflow2d-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert {"anomalib_fastflow2d.pth", "_anomalib_fastflow2d_hook.py", "anomalib_fastflow2d/py.typed"} <= set(names)
 
     target = tmp_path / "site"
-    install = _run(
+    install = run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)], tmp_path
     )
     assert install.returncode == 0, install.stderr[-3000:]
@@ -104,7 +96,7 @@ def test_wheel_ships_the_hook_and_registers_from_a_plain_install(tmp_path: Path)
         f"import sys, site; sys.path.append({sysconfig.get_paths()['purelib']!r}); site.addsitedir({str(target)!r}); "
         "import anomalib.models as m; import anomalib_fastflow2d as p; print(m.Fastflow2D.__name__, p.__file__)"
     )
-    result = _run([sys.executable, "-S", "-c", code], tmp_path)
+    result = run([sys.executable, "-S", "-c", code], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     name, location = result.stdout.strip().splitlines()[-1].split()
     assert name == "Fastflow2D"
@@ -124,14 +116,14 @@ def test_stock_cli_trains_and_tests_fastflow2d(demo_root: Path, tmp_path: Path) 
     model = ["--model.pre_trained=false", "--model.flow_steps=2", "--model.input_size=[64,64]"]
     trainer = ["--trainer.max_epochs=1", "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false"]
 
-    train = _run([ANOMALIB, "train", "--model", "Fastflow2D", *model, *data, *trainer], tmp_path)
+    train = run([ANOMALIB, "train", "--model", "Fastflow2D", *model, *data, *trainer], tmp_path)
     assert train.returncode == 0, train.stderr[-3000:]
     checkpoint = tmp_path / "results/Fastflow2D/MVTecAD/brick/latest/weights/lightning/model.ckpt"
     assert checkpoint.is_file()
     assert 0.0 <= _metric(train.stdout, "image_AUROC") <= 1.0
     assert 0.5 < _metric(train.stdout, "pixel_AUROC") <= 1.0
 
-    test = _run(
+    test = run(
         [ANOMALIB, "test", "--model", "anomalib_fastflow2d.Fastflow2D", *model, *data, f"--ckpt_path={checkpoint}"],
         tmp_path,
     )
