@@ -97,16 +97,9 @@ def create_timm_model(
         BackboneWeightsUnavailableError: If pretrained weights cannot be downloaded.
     """
     if backbone_weights is not None:
-        path = Path(backbone_weights)
-        if not path.is_file():
-            msg = f"backbone_weights file {str(path)!r} does not exist."
-            raise FileNotFoundError(msg)
-        try:
-            _check_weights_fit(name, path)
-            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
-        except (RuntimeError, KeyError, OSError, ValueError) as error:
-            msg = f"backbone_weights file {str(path)!r} does not fit backbone {name!r}: {error}"
-            raise ValueError(msg) from error
+        check_backbone_weights(name, backbone_weights)
+        overlay = {"file": str(backbone_weights)}
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     if not pre_trained:
         return timm.create_model(name, pretrained=False, **kwargs)
 
@@ -124,6 +117,24 @@ def create_timm_model(
             "or pre_trained=False to train from random weights."
         )
         raise BackboneWeightsUnavailableError(msg) from error
+
+
+def check_backbone_weights(name: str, backbone_weights: str | os.PathLike[str]) -> None:
+    """Raise a clear error unless ``backbone_weights`` is a readable file with exactly the weights of ``name``.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If the file is unreadable or holds weights of another architecture.
+    """
+    path = Path(backbone_weights)
+    if not path.is_file():
+        msg = f"backbone_weights file {str(path)!r} does not exist."
+        raise FileNotFoundError(msg)
+    try:
+        _check_weights_fit(name, path)
+    except (RuntimeError, KeyError, OSError, ValueError) as error:
+        msg = f"backbone_weights file {str(path)!r} does not fit backbone {name!r}: {error}"
+        raise ValueError(msg) from error
 
 
 def _check_weights_fit(name: str, path: Path) -> None:
@@ -187,36 +198,49 @@ class FeatureExtractor(nn.Module):
     ) -> None:
         super().__init__()
         self.kind = kind
-        self.network: nn.Module
+        self.backbone = backbone
+        self.feature_stages = tuple(feature_stages)
+        self.dynamic_size = dynamic_size
         self.fixed_input_size: tuple[int, int] | None = None
-        if kind is BackboneKind.VIT:
-            size_kwargs = {"dynamic_img_size": True} if dynamic_size else {}
-            vit = create_timm_model(backbone, pre_trained, backbone_weights, **size_kwargs)
-            self.network = FeatureGetterNet(vit, out_indices=tuple(feature_stages), norm=True, output_fmt="NCHW")
-            patch_embed = cast("PatchEmbed", vit.patch_embed)
-            if patch_embed.strict_img_size and patch_embed.img_size is not None:
-                height, width = patch_embed.img_size
-                self.fixed_input_size = (int(height), int(width))
-        else:
-            try:
-                self.network = create_timm_model(
-                    backbone,
-                    pre_trained,
-                    backbone_weights,
-                    features_only=True,
-                    out_indices=tuple(feature_stages),
-                )
-            except (RuntimeError, IndexError, AttributeError, TypeError) as error:
-                msg = (
-                    f"Backbone {backbone!r} cannot give feature stages {tuple(feature_stages)} with timm's "
-                    f"features_only ({error}). Pick a timm CNN that supports features_only, or other feature_stages."
-                )
-                raise ValueError(msg) from error
+        self.network = self._create_network(pre_trained, backbone_weights)
         feature_info = cast("FeatureInfo", self.network.feature_info)
         self.channels: list[int] = list(feature_info.channels())
         self.strides: list[int] = list(feature_info.reduction())
         self.network.requires_grad_(requires_grad=False)
         self.network.eval()
+
+    def _create_network(self, pre_trained: bool, backbone_weights: str | os.PathLike[str] | None) -> nn.Module:
+        if self.kind is BackboneKind.VIT:
+            size_kwargs = {"dynamic_img_size": True} if self.dynamic_size else {}
+            vit = create_timm_model(self.backbone, pre_trained, backbone_weights, **size_kwargs)
+            patch_embed = cast("PatchEmbed", vit.patch_embed)
+            if patch_embed.strict_img_size and patch_embed.img_size is not None:
+                height, width = patch_embed.img_size
+                self.fixed_input_size = (int(height), int(width))
+            return FeatureGetterNet(vit, out_indices=self.feature_stages, norm=True, output_fmt="NCHW")
+        try:
+            return create_timm_model(
+                self.backbone,
+                pre_trained,
+                backbone_weights,
+                features_only=True,
+                out_indices=self.feature_stages,
+            )
+        except (RuntimeError, IndexError, AttributeError, TypeError) as error:
+            msg = (
+                f"Backbone {self.backbone!r} cannot give feature stages {self.feature_stages} with timm's "
+                f"features_only ({error}). Pick a timm CNN that supports features_only, or other feature_stages."
+            )
+            raise ValueError(msg) from error
+
+    def load_pretrained_weights(self, backbone_weights: str | os.PathLike[str] | None = None) -> None:
+        """Replace the backbone's weights with the hub's pretrained ones, or with ``backbone_weights``' content.
+
+        Lets a model be built without the hub and receive its weights only when training needs them, so that
+        rebuilding it to load a checkpoint (which holds the weights) never downloads anything.
+        """
+        pretrained_network = self._create_network(pre_trained=True, backbone_weights=backbone_weights)
+        self.network.load_state_dict(pretrained_network.state_dict())
 
     def train(self, mode: bool = True) -> "FeatureExtractor":
         """Keep the frozen backbone in eval mode (batch-norm statistics and dropout stay fixed)."""

@@ -19,9 +19,10 @@ See Also:
     :class:`anomalib_fastflow2d.loss.Fastflow2DLoss`: the training objective.
 """
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from anomalib import LearningType
@@ -30,12 +31,20 @@ from anomalib.metrics import AUPRO, AUROC, AnomalibMetric, Evaluator, F1Score
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
 from anomalib.visualization import Visualizer
+from lightning.fabric.utilities.types import _MAP_LOCATION_TYPE
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
+from torch.optim import Optimizer
 
+from .backbones import check_backbone_weights
+from .checkpoints import CheckedCheckpointIO, check_checkpoint, mark_checkpoint, read_checkpoint
+from .data_checks import check_datamodule
 from .loss import Fastflow2DLoss
 from .presets import resolve_preset
 from .torch_model import Fastflow2DModel
+
+log = logging.getLogger(__name__)
 
 LIGHTNING_DEFAULT_MAX_EPOCHS = 1000
 """The epoch limit Lightning falls back to when neither ``max_epochs`` nor ``max_steps`` is given."""
@@ -50,8 +59,9 @@ class Fastflow2D(AnomalibModule):
     Args:
         backbone: A preset (``"resnet18"``, ``"wide_resnet50_2"``, ``"deit_base_distilled_patch16_384"``,
             ``"cait_m48_448"``) or any timm CNN that supports ``features_only``. Defaults to ``"resnet18"``.
-        pre_trained: Load the hub's pretrained backbone weights. Defaults to ``True``.
-        backbone_weights: Local backbone weights file, for machines without model-hub access. Defaults to ``None``.
+        pre_trained: Load the hub's pretrained backbone weights when training starts. Defaults to ``True``.
+        backbone_weights: Local backbone weights file, for machines without model-hub access; checked at
+            construction, read when training starts. Defaults to ``None``.
         flow_steps: Coupling blocks per flow. Defaults to the preset's (8 for CNNs, 20 for ViTs).
         conv3x3_only: 3x3 kernels in every subnet instead of alternating 3x3/1x1. Defaults to the preset's.
         hidden_ratio: Subnet hidden channels as a fraction of input channels. Defaults to the preset's.
@@ -65,6 +75,8 @@ class Fastflow2D(AnomalibModule):
         max_epochs: Stop training after this many epochs unless the trainer sets its own ``max_epochs`` or
             ``max_steps``. Lets configs that cannot pass trainer arguments (anomalib's benchmark) bound training.
             Defaults to ``None`` (the trainer decides).
+        max_skipped_steps: Training steps with a non-finite loss or gradient are skipped (no weight update);
+            training stops with an error once more than this many were skipped. Defaults to ``10``.
         pre_processor: Pre-processor, or ``True`` for resize to ``input_size`` and ImageNet normalisation.
             Defaults to ``True``.
         post_processor: Post-processor, or ``True`` for anomalib's adaptive thresholds and min-max normalisation.
@@ -94,6 +106,7 @@ class Fastflow2D(AnomalibModule):
         lr: float = 1e-3,
         weight_decay: float = 1e-5,
         max_epochs: int | None = None,
+        max_skipped_steps: int = 10,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
@@ -114,13 +127,22 @@ class Fastflow2D(AnomalibModule):
         if max_epochs is not None and max_epochs < 1:
             msg = f"max_epochs must be at least 1 or None, got {max_epochs}."
             raise ValueError(msg)
+        if max_skipped_steps < 0:
+            msg = f"max_skipped_steps must be non-negative, got {max_skipped_steps}."
+            raise ValueError(msg)
+        if backbone_weights is not None:
+            check_backbone_weights(backbone, backbone_weights)
         self.lr = lr
         self.weight_decay = weight_decay
         self.max_epochs = max_epochs
+        self.max_skipped_steps = max_skipped_steps
+        self.skipped_steps = 0
+        # Loaded at fit start, so that building the model to load a checkpoint (which holds them) never needs them.
+        self.backbone_weights = backbone_weights
+        self.backbone_weights_pending = pre_trained or backbone_weights is not None
         self.model: Fastflow2DModel = Fastflow2DModel(
             backbone=backbone,
-            pre_trained=pre_trained,
-            backbone_weights=backbone_weights,
+            pre_trained=False,
             flow_steps=flow_steps,
             conv3x3_only=conv3x3_only,
             hidden_ratio=hidden_ratio,
@@ -128,6 +150,8 @@ class Fastflow2D(AnomalibModule):
             image_score=image_score,
             topk_fraction=topk_fraction,
         )
+        self.minimum_input_size = max(self.model.feature_extractor.strides)
+        self._check_input_size(self.input_size)
         self.loss = Fastflow2DLoss()
 
     @staticmethod
@@ -154,23 +178,71 @@ class Fastflow2D(AnomalibModule):
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
         """Return the negative log-likelihood of the batch's features; log it per image and per dimension."""
         del args, kwargs
-        images = _images(batch)
+        images = self._images(batch)
         latents, log_jacobians = self.model(images)
         loss = self.loss(latents, log_jacobians)
-        batch_size = images.shape[0]
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
-        nats_per_dim = loss / Fastflow2DLoss.dimensions(latents)
-        self.log("train_nats_per_dim", nats_per_dim, on_step=False, on_epoch=True, batch_size=batch_size)
+        if torch.isfinite(loss):
+            batch_size = images.shape[0]
+            self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+            nats_per_dim = loss / Fastflow2DLoss.dimensions(latents)
+            self.log("train_nats_per_dim", nats_per_dim, on_step=False, on_epoch=True, batch_size=batch_size)
         return {"loss": loss}
+
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: Optimizer | LightningOptimizer,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        """Update the weights only when the loss and every gradient are finite on every process.
+
+        Flows can diverge; one non-finite step would otherwise turn every weight into NaN. The decision is reduced
+        over processes so that all DDP ranks skip the same steps.
+        """
+        del epoch, batch_idx
+        loss = optimizer_closure() if optimizer_closure is not None else None
+        finite = loss is None or bool(torch.isfinite(loss))
+        finite = finite and all(
+            parameter.grad is None or bool(torch.isfinite(parameter.grad).all()) for parameter in self.parameters()
+        )
+        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            optimizer.step()
+            return
+        self.skipped_steps += 1
+        self.log("train_skipped_steps", float(self.skipped_steps), on_step=False, on_epoch=True, reduce_fx="max")
+        log.warning("Skipped training step %d: non-finite loss or gradient.", self.trainer.global_step)
+        if self.skipped_steps > self.max_skipped_steps:
+            msg = (
+                f"Training stopped: {self.skipped_steps} steps had a non-finite loss or gradient "
+                f"(max_skipped_steps={self.max_skipped_steps}). Lower lr (now {self.lr}), check the images for "
+                "constant or corrupt ones, or raise max_skipped_steps."
+            )
+            raise FloatingPointError(msg)
 
     def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
         """Add anomaly maps and scores to the batch for the post-processor's statistics and the metrics."""
         del args, kwargs
-        predictions = self.model(_images(batch))
+        predictions = self.model(self._images(batch))
         return batch.update(**predictions._asdict())
 
+    def setup(self, stage: str) -> None:
+        """Check the data's images and masks, and make checkpoint read errors name the file."""
+        super().setup(stage)
+        strategy = self.trainer.strategy
+        if not isinstance(strategy.checkpoint_io, CheckedCheckpointIO):
+            strategy.checkpoint_io = CheckedCheckpointIO(strategy.checkpoint_io)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            check_datamodule(datamodule, stage)
+
     def on_fit_start(self) -> None:
-        """Apply ``max_epochs`` when the trainer runs on Lightning's default limit."""
+        """Load the pretrained backbone weights, unless a checkpoint already provided them; bound the epochs."""
+        if self.backbone_weights_pending:
+            source = self.backbone_weights or "the model hub"
+            log.info("Loading pretrained %s weights from %s.", self.hparams["backbone"], source)
+            self.model.feature_extractor.load_pretrained_weights(self.backbone_weights)
+            self.backbone_weights_pending = False
         trainer = self.trainer
         unbounded = trainer.max_epochs == LIGHTNING_DEFAULT_MAX_EPOCHS and trainer.max_steps == -1
         if self.max_epochs is not None and unbounded:
@@ -180,12 +252,47 @@ class Fastflow2D(AnomalibModule):
         """Save the checkpoint so that loading it needs neither the model hub nor the original weights file.
 
         The backbone's weights are in the state dict, so the rebuilt model starts from random weights and the state
-        dict overwrites them.
+        dict overwrites them. Weights that are not finite are never written.
         """
+        weights = self.model.state_dict().items()
+        non_finite = [name for name, tensor in weights if not bool(torch.isfinite(tensor).all())]
+        if non_finite:
+            msg = f"Not saving a checkpoint with non-finite weights ({len(non_finite)} tensors, {non_finite[:3]})."
+            raise FloatingPointError(msg)
         super().on_save_checkpoint(checkpoint)
         hyper_parameters = checkpoint.setdefault("hyper_parameters", {})
         hyper_parameters["pre_trained"] = False
         hyper_parameters["backbone_weights"] = None
+        mark_checkpoint(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse checkpoints of other models or architectures; their backbone weights replace any pending ones."""
+        source = repr(str(self._trainer.ckpt_path)) if self._trainer is not None else "being loaded"
+        check_checkpoint(checkpoint, source, dict(self.hparams))
+        super().on_load_checkpoint(checkpoint)
+        self.backbone_weights_pending = False
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path,
+        map_location: _MAP_LOCATION_TYPE = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool = True,
+        **kwargs: Any,  # noqa: ANN401 - hyper-parameter overrides, as in Lightning
+    ) -> "Fastflow2D":
+        """Load a Fastflow2D checkpoint; a missing, unreadable or foreign file gives an error naming it."""
+        check_checkpoint(read_checkpoint(checkpoint_path), repr(str(checkpoint_path)))
+        model = super().load_from_checkpoint(
+            checkpoint_path,
+            map_location=map_location,
+            hparams_file=hparams_file,
+            strict=strict,
+            weights_only=weights_only,
+            **kwargs,
+        )
+        return cast("Fastflow2D", model)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam over the flows and feature norms; the backbone is frozen."""
@@ -202,9 +309,18 @@ class Fastflow2D(AnomalibModule):
         """Fastflow2D learns from normal images only."""
         return LearningType.ONE_CLASS
 
+    def _check_input_size(self, size: Sequence[int] | None) -> None:
+        if size is not None and min(size) < self.minimum_input_size:
+            msg = (
+                f"Input size {tuple(size)} is below the minimum of {self.minimum_input_size} pixels per side for "
+                f"backbone {self.hparams['backbone']!r} (its coarsest feature stride). Set input_size (or the "
+                f"pre-processor's resize) to at least {self.minimum_input_size}."
+            )
+            raise ValueError(msg)
 
-def _images(batch: Batch) -> torch.Tensor:
-    if batch.image is None:
-        msg = "Fastflow2D needs batches with images; the datamodule returned a batch without an `image` field."
-        raise ValueError(msg)
-    return batch.image
+    def _images(self, batch: Batch) -> torch.Tensor:
+        if batch.image is None:
+            msg = "Fastflow2D needs batches with images; the datamodule returned a batch without an `image` field."
+            raise ValueError(msg)
+        self._check_input_size(batch.image.shape[-2:])
+        return batch.image
