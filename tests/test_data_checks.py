@@ -70,7 +70,7 @@ def _folder(root: Path, **kwargs: object) -> Folder:
         "num_workers": 0,
     }
     arguments.update(kwargs)
-    return Folder(**arguments)  # type: ignore[arg-type]
+    return Folder(**arguments)
 
 
 def _engine(root: Path) -> Engine:
