@@ -32,39 +32,37 @@ def mark_checkpoint(checkpoint: dict[str, Any]) -> None:
     checkpoint[CHECKPOINT_MARKER] = {"model": "Fastflow2D"}
 
 
-def check_checkpoint(
-    checkpoint: Mapping[str, Any],
-    source: str,
-    expected_hparams: Mapping[str, Any] | None = None,
-) -> None:
-    """Raise :class:`CheckpointError` unless ``checkpoint`` is Fastflow2D's and fits the model being loaded.
+def check_checkpoint(checkpoint: Mapping[str, Any], source: str) -> None:
+    """Raise :class:`CheckpointError` unless ``checkpoint`` was written by Fastflow2D.
 
     Args:
         checkpoint: The loaded checkpoint dictionary.
         source: Where it came from (a path), for the error message.
-        expected_hparams: Hyper-parameters of the model the checkpoint is loaded into; architecture arguments that
-            differ are named in the error.
     """
     if CHECKPOINT_MARKER not in checkpoint:
-        written_by = _guess_model(checkpoint)
         msg = (
-            f"Checkpoint {source} was not written by Fastflow2D ({written_by}). Load it with the model that wrote it, "
-            "or pass a checkpoint from `anomalib train --model Fastflow2D`."
+            f"Checkpoint {source} was not written by Fastflow2D ({_guess_model(checkpoint)}). Load it with the model "
+            "that wrote it, or pass a checkpoint from `anomalib train --model Fastflow2D`."
         )
         raise CheckpointError(msg)
-    if expected_hparams is None:
-        return
-    saved = _architecture(checkpoint.get("hyper_parameters", {}))
-    expected = _architecture(expected_hparams)
-    differences = {name: (saved[name], expected[name]) for name in saved if saved[name] != expected[name]}
-    if differences:
-        details = ", ".join(f"{name}={old!r} (model has {new!r})" for name, (old, new) in differences.items())
-        flags = " ".join(f"--model.{name} {old}" for name, (old, _) in differences.items())
-        msg = (
-            f"Checkpoint {source} was trained with {details}. Build the model with the checkpoint's arguments "
-            f"(on the command line: {flags}), or use Fastflow2D.load_from_checkpoint, which reads them from the file."
-        )
-        raise CheckpointError(msg)
+
+
+ARCHITECTURE_HPARAMS = ("backbone", "flow_steps", "conv3x3_only", "hidden_ratio", "feature_stages")
+"""The constructor arguments that shape the state dict."""
+
+
+def architecture_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """The architecture arguments whose effective value in ``saved`` differs from ``current``, with saved values.
+
+    An argument left at ``None`` counts as its preset's value, so ``flow_steps=None`` equals ``flow_steps=8`` for a
+    CNN preset.
+    """
+    saved_architecture, current_architecture = _architecture(saved), _architecture(current)
+    return {
+        name: saved.get(name)
+        for name in ARCHITECTURE_HPARAMS
+        if name in saved and saved_architecture[name] != current_architecture[name]
+    }
 
 
 def read_checkpoint(

@@ -38,19 +38,37 @@ from torch import nn
 from torch.optim import Optimizer
 
 from .backbones import check_backbone_weights
-from .checkpoints import CheckedCheckpointIO, check_checkpoint, mark_checkpoint, read_checkpoint
+from .checkpoints import (
+    CheckedCheckpointIO,
+    architecture_differences,
+    check_checkpoint,
+    mark_checkpoint,
+    read_checkpoint,
+)
 from .data_checks import check_datamodule
+from .export import Fastflow2DExportMixin
 from .loss import Fastflow2DLoss
 from .presets import resolve_preset
 from .torch_model import Fastflow2DModel
 
 log = logging.getLogger(__name__)
 
+MODEL_HPARAMS = (
+    "backbone",
+    "flow_steps",
+    "conv3x3_only",
+    "hidden_ratio",
+    "feature_stages",
+    "image_score",
+    "topk_fraction",
+)
+"""The hyper-parameters :class:`Fastflow2DModel` is built from."""
+
 LIGHTNING_DEFAULT_MAX_EPOCHS = 1000
 """The epoch limit Lightning falls back to when neither ``max_epochs`` nor ``max_steps`` is given."""
 
 
-class Fastflow2D(AnomalibModule):
+class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  # anomalib changed to_onnx's signature
     """FastFlow with size-independent normalisation, presets for the paper's backbones and a bounded schedule.
 
     A frozen timm backbone gives multi-scale features; per scale, a 2D normalizing flow maps them to a standard
@@ -140,9 +158,8 @@ class Fastflow2D(AnomalibModule):
         # Loaded at fit start, so that building the model to load a checkpoint (which holds them) never needs them.
         self.backbone_weights = backbone_weights
         self.backbone_weights_pending = pre_trained or backbone_weights is not None
-        self.model: Fastflow2DModel = Fastflow2DModel(
+        self._build_model(
             backbone=backbone,
-            pre_trained=False,
             flow_steps=flow_steps,
             conv3x3_only=conv3x3_only,
             hidden_ratio=hidden_ratio,
@@ -150,7 +167,6 @@ class Fastflow2D(AnomalibModule):
             image_score=image_score,
             topk_fraction=topk_fraction,
         )
-        self.minimum_input_size = max(self.model.feature_extractor.strides)
         self._check_input_size(self.input_size)
         self.loss = Fastflow2DLoss()
 
@@ -266,9 +282,18 @@ class Fastflow2D(AnomalibModule):
         mark_checkpoint(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse checkpoints of other models or architectures; their backbone weights replace any pending ones."""
+        """Refuse other models' checkpoints; take the checkpoint's architecture and its backbone weights.
+
+        ``anomalib test/predict/export --ckpt_path`` build the model from command-line arguments before loading, so
+        a checkpoint trained with other ``flow_steps`` (say) would otherwise fail with missing state-dict keys.
+        """
         source = repr(str(self._trainer.ckpt_path)) if self._trainer is not None else "being loaded"
-        check_checkpoint(checkpoint, source, dict(self.hparams))
+        check_checkpoint(checkpoint, source)
+        differences = architecture_differences(checkpoint.get("hyper_parameters", {}), self.hparams)
+        if differences:
+            log.warning("Rebuilding Fastflow2D with the architecture of checkpoint %s: %s.", source, differences)
+            self.hparams.update(differences)
+            self._build_model(**{name: self.hparams[name] for name in MODEL_HPARAMS})
         super().on_load_checkpoint(checkpoint)
         self.backbone_weights_pending = False
 
@@ -308,6 +333,11 @@ class Fastflow2D(AnomalibModule):
     def learning_type(self) -> LearningType:
         """Fastflow2D learns from normal images only."""
         return LearningType.ONE_CLASS
+
+    def _build_model(self, **arguments: Any) -> None:  # noqa: ANN401 - the MODEL_HPARAMS
+        """Build the PyTorch model with random backbone weights (the pretrained ones load at fit start)."""
+        self.model: Fastflow2DModel = Fastflow2DModel(pre_trained=False, **arguments)
+        self.minimum_input_size = max(self.model.feature_extractor.strides)
 
     def _check_input_size(self, size: Sequence[int] | None) -> None:
         if size is not None and min(size) < self.minimum_input_size:
