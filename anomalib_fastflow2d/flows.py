@@ -21,6 +21,7 @@ import torch
 from FrEIA.framework import SequenceINN
 from FrEIA.modules import AllInOneBlock
 from torch import nn
+from torch.nn import functional as F  # noqa: N812 - the PyTorch convention
 
 AFFINE_CLAMPING = 2.0
 """Bound on the coupling's log-scale (FrEIA's ``affine_clamping``): keeps ``exp(s)`` finite early in training."""
@@ -47,6 +48,15 @@ def subnet_constructor(kernel_size: int, hidden_ratio: float) -> Callable[[int, 
         )
 
     return build
+
+
+def softplus_global_scale(pre_activation: torch.Tensor) -> torch.Tensor:
+    """The coupling's global scale from its parameter: FrEIA's ``"SOFTPLUS"`` activation, as a module function.
+
+    FrEIA stores the activation as a lambda, which cannot be pickled, and anomalib's torch export pickles the whole
+    model.
+    """
+    return 0.1 * F.softplus(pre_activation, beta=0.5)
 
 
 def kernel_pattern(flow_steps: int, conv3x3_only: bool) -> list[int]:
@@ -89,7 +99,10 @@ class Flow2D(nn.Module):
                 subnet_constructor=subnet_constructor(kernel_size, hidden_ratio),
                 affine_clamping=AFFINE_CLAMPING,
                 permute_soft=False,
+                global_affine_type="SOFTPLUS",
             )
+        for block in self.inn.module_list:
+            block.global_scale_activation = softplus_global_scale
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Map features to latents.

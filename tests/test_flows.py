@@ -1,10 +1,13 @@
 # Copyright (C) 2026 anomalib-fastflow2d developers
 # SPDX-License-Identifier: Apache-2.0
 
+import pickle
+
 import pytest
 import torch
+from FrEIA.modules import AllInOneBlock
 
-from anomalib_fastflow2d.flows import Flow2D, kernel_pattern
+from anomalib_fastflow2d.flows import AFFINE_CLAMPING, Flow2D, kernel_pattern, subnet_constructor
 
 
 @pytest.fixture
@@ -66,3 +69,19 @@ def test_kernel_pattern(steps: int, conv3x3_only: bool, expected: list[int]) -> 
     hidden = [block.subnet[0].out_channels for block in flow.inn.module_list]
     assert kernels == expected
     assert hidden == [1] * steps  # 2 input channels to the subnet * 0.5
+
+
+def test_flow_pickles_and_keeps_freias_global_scale(flow: Flow2D) -> None:
+    freia_block = AllInOneBlock(
+        [(6, 1, 1)], subnet_constructor=subnet_constructor(3, 1.0), affine_clamping=AFFINE_CLAMPING
+    )
+    pre_activation = torch.linspace(-30, 30, 61, dtype=torch.float64)
+    block = flow.inn.module_list[0]
+    torch.testing.assert_close(
+        block.global_scale_activation(pre_activation), freia_block.global_scale_activation(pre_activation)
+    )
+
+    features = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    # anomalib's torch export pickles the whole model; these bytes come from this test.
+    restored = pickle.loads(pickle.dumps(flow))  # noqa: S301
+    torch.testing.assert_close(restored(features), flow(features))
