@@ -1,0 +1,193 @@
+# Copyright (C) 2026 anomalib-fastflow2d developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""Export of Fastflow2D to PyTorch, ONNX and OpenVINO: the whole pipeline in one graph, and no half-written files.
+
+The exported graph takes ``(N, 3, H, W)`` RGB images in ``[0, 1]`` of any batch size and resolution, and holds
+everything between them and the prediction: the pre-processor's resize to ``input_size`` and ImageNet normalisation,
+the backbone, the flows, the anomaly map, the image score, and the post-processor's thresholds and min-max
+normalisation learned in validation. Its outputs are ``pred_score`` ``(N,)``, ``pred_label`` ``(N,)``,
+``anomaly_map`` ``(N, 1, h, w)`` and ``pred_mask`` ``(N, 1, h, w)``, where ``(h, w)`` is ``input_size``.
+
+anomalib's own exporter is used, with three changes:
+
+- ONNX opset 18 by default. torch's exporter implements nothing lower, so anomalib's default of 14 makes it
+  down-convert the graph, which fails and logs a traceback (the opset-18 graph is kept anyway).
+- Files are written to a staging folder and moved into ``weights/<format>/`` only once complete, so a failed
+  export never leaves files that look like a finished one.
+- INT8 quantisation checks for its data before the slow export starts, and calibrates on the training images
+  (anomalib calibrates on the validation set, which is often the test set).
+
+OpenVINO's CPU plugin runs in bfloat16 by default on CPUs with AVX512-BF16 or AMX, which moves scores by about
+1e-2. Compile with :data:`OPENVINO_F32_CONFIG` for results equal to PyTorch's (see ``docs/deployment.md``).
+
+Example:
+    >>> from anomalib.engine import Engine
+    >>> from anomalib_fastflow2d import Fastflow2D
+    >>> Engine().export(Fastflow2D(), "openvino", ckpt_path="model.ckpt")  # doctest: +SKIP
+    PosixPath('weights/openvino/model.xml')
+"""
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from anomalib.data import AnomalibDataModule, Batch
+from anomalib.deploy.export import CompressionType, ExportType
+from anomalib.models.components.base.export_mixin import ExportMixin
+
+if TYPE_CHECKING:
+    import torch
+    from anomalib import TaskType
+    from openvino import Model
+    from torchmetrics import Metric
+
+ONNX_OPSET = 18
+"""The lowest opset torch's ONNX exporter implements; a lower one triggers a failing down-conversion."""
+
+OPENVINO_F32_CONFIG: dict[str, str] = {"INFERENCE_PRECISION_HINT": "f32"}
+"""OpenVINO compile config for full-precision inference; without it, bf16-capable CPUs run in bfloat16.
+
+The IR cannot carry this: OpenVINO 2026.4 ignores ``INFERENCE_PRECISION_HINT`` under the model's
+``runtime_options`` rt_info (only KV-cache and dynamic-quantisation options are read from there).
+"""
+
+QUANTISATIONS_NEEDING_DATA = frozenset({CompressionType.INT8_PTQ, CompressionType.INT8_ACQ})
+"""Compressions that calibrate on images, so they need a datamodule."""
+
+
+class Fastflow2DExportMixin(ExportMixin):
+    """anomalib's export methods, with opset 18, staged writes and an early INT8 data check."""
+
+    def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
+        """Export the whole Lightning module to ``weights/torch/<model_file_name>.pt`` for ``TorchInferencer``."""
+        with _staged(export_root, ExportType.TORCH) as staging:
+            staged_file = super().to_torch(staging, model_file_name)
+        return _final_path(export_root, ExportType.TORCH, staged_file)
+
+    def to_onnx(
+        self,
+        export_root: Path | str,
+        model_file_name: str = "model",
+        input_size: tuple[int, int] | None = None,
+        **kwargs: Any,  # noqa: ANN401 - passed to torch.onnx.export, as in anomalib
+    ) -> Path:
+        """Export to ``weights/onnx/<model_file_name>.onnx``; batch, height and width are dynamic.
+
+        Args:
+            export_root: Folder that receives ``weights/onnx/``.
+            model_file_name: File name without extension. Defaults to ``"model"``.
+            input_size: Fix the input's ``(H, W)``; the graph resizes to the model's ``input_size`` either way.
+                Defaults to ``None`` (dynamic).
+            **kwargs: Passed to ``torch.onnx.export``; ``opset_version`` defaults to :data:`ONNX_OPSET`.
+        """
+        kwargs.setdefault("opset_version", ONNX_OPSET)
+        with _staged(export_root, ExportType.ONNX) as staging:
+            staged_file = super().to_onnx(staging, model_file_name, input_size, **kwargs)
+        return _final_path(export_root, ExportType.ONNX, staged_file)
+
+    def to_openvino(
+        self,
+        export_root: Path | str,
+        model_file_name: str = "model",
+        input_size: tuple[int, int] | None = None,
+        compression_type: CompressionType | None = None,
+        datamodule: AnomalibDataModule | None = None,
+        metric: "Metric | None" = None,
+        task: "TaskType | None" = None,
+        max_drop: float = 0.01,
+        ov_kwargs: dict[str, Any] | None = None,
+        onnx_kwargs: dict[str, Any] | None = None,
+    ) -> Path:
+        """Export to ``weights/openvino/<model_file_name>.xml`` and ``.bin``, optionally compressed.
+
+        Args:
+            export_root: Folder that receives ``weights/openvino/``.
+            model_file_name: File name without extension. Defaults to ``"model"``.
+            input_size: Fix the input's ``(H, W)``. Defaults to ``None`` (dynamic).
+            compression_type: ``None`` (FP32), ``FP16`` weights, ``INT8`` weights, or ``INT8_PTQ``/``INT8_ACQ``
+                quantisation calibrated on ``datamodule``'s training images. Defaults to ``None``.
+            datamodule: Data for ``INT8_PTQ`` and ``INT8_ACQ``. Defaults to ``None``.
+            metric: Metric that ``INT8_ACQ`` keeps within ``max_drop``. Defaults to ``None`` (image F1).
+            task: Task type for ``INT8_ACQ``. Defaults to ``None`` (the datamodule's).
+            max_drop: Largest metric drop ``INT8_ACQ`` accepts. Defaults to ``0.01``.
+            ov_kwargs: Passed to ``openvino.convert_model``. Defaults to ``None``.
+            onnx_kwargs: Passed to :meth:`to_onnx`. Defaults to ``None``.
+
+        Raises:
+            ValueError: ``INT8_PTQ`` or ``INT8_ACQ`` without a datamodule.
+        """
+        if compression_type is not None:
+            compression_type = CompressionType(compression_type)
+        if compression_type in QUANTISATIONS_NEEDING_DATA and datamodule is None:
+            msg = (
+                f"Compression {compression_type.value} calibrates on images, so it needs a datamodule: pass "
+                "datamodule=... to Engine.export, or --data to `anomalib export`. FP16 and INT8 (weights only) need "
+                "no data."
+            )
+            raise ValueError(msg)
+        with _staged(export_root, ExportType.OPENVINO) as staging:
+            staged_file = super().to_openvino(
+                staging,
+                model_file_name,
+                input_size=input_size,
+                compression_type=compression_type,
+                datamodule=datamodule,
+                metric=metric,
+                task=task,
+                max_drop=max_drop,
+                ov_kwargs=ov_kwargs,
+                onnx_kwargs=onnx_kwargs,
+            )
+        return _final_path(export_root, ExportType.OPENVINO, staged_file)
+
+    @staticmethod
+    def _post_training_quantization_ov(model: "Model", datamodule: AnomalibDataModule | None = None) -> "Model":
+        """Quantise to INT8 with NNCF, calibrated on the training images: normal ones, never the test set."""
+        import nncf  # noqa: PLC0415 - only needed for INT8
+
+        if datamodule is None:
+            msg = "INT8_PTQ needs a datamodule to calibrate on."
+            raise ValueError(msg)
+        datamodule.setup("fit")
+        batch_dimension = model.input(0).partial_shape[0]
+        if batch_dimension.is_static:
+            datamodule.train_batch_size = batch_dimension.get_length()
+        batches = datamodule.train_dataloader()
+        return nncf.quantize(model, nncf.Dataset(batches, _batch_images), subset_size=len(batches))
+
+
+def _batch_images(batch: Batch) -> "torch.Tensor":
+    if batch.image is None:
+        msg = "INT8 calibration needs batches with images; the datamodule returned a batch without an `image` field."
+        raise ValueError(msg)
+    return batch.image
+
+
+@contextmanager
+def _staged(export_root: Path | str, export_type: ExportType) -> Iterator[Path]:
+    """Yield a staging export root; on success, move its ``weights/<format>/`` files into ``export_root``'s.
+
+    The staging folder sits inside ``export_root``, so the moves are renames on one file system. Data files go
+    first and the file that names them (``.xml``, ``.onnx``, ``.pt``) last, so a complete entry file means a
+    complete export. On failure the staging folder is deleted and ``export_root`` is left as it was.
+    """
+    root = Path(export_root)
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=root) as staging:
+        yield Path(staging)
+        staged_files = sorted((Path(staging) / "weights" / export_type.value).iterdir(), key=_is_entry_file)
+        target = root / "weights" / export_type.value
+        target.mkdir(parents=True, exist_ok=True)
+        for staged_file in staged_files:
+            staged_file.replace(target / staged_file.name)
+
+
+def _is_entry_file(path: Path) -> bool:
+    return path.suffix in {".xml", ".onnx", ".pt"}
+
+
+def _final_path(export_root: Path | str, export_type: ExportType, staged_file: Path) -> Path:
+    return Path(export_root) / "weights" / export_type.value / staged_file.name
