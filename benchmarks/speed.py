@@ -26,7 +26,7 @@ Example:
 
         python benchmarks/speed.py --backbone resnet18 --size 256
         python benchmarks/speed.py --quick                      # under 3 minutes on 2 CPU cores
-        python benchmarks/speed.py --device cuda --output gpu.json
+        python benchmarks/speed.py --device cuda --output results/speed-gpu.json
         python benchmarks/speed.py --fastflow2d-arg image_score=topk_mean   # any extra Fastflow2D argument
 """
 
@@ -508,7 +508,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="Extra Fastflow2D argument, value in YAML (repeatable), e.g. image_score=topk_mean.",
     )
-    cli.add_argument("--output", type=Path, default=Path("speed.json"), help="JSON file. Default: speed.json.")
+    cli.add_argument("--output", type=Path, default=Path("results/speed.json"), help="Default: results/speed.json.")
     return cli
 
 
@@ -542,6 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "peak_memory": PeakMemory(device).kind,
         "records": [record.as_json() for record in records],
     }
+    arguments.output.parent.mkdir(parents=True, exist_ok=True)
     arguments.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(markdown_table(records))  # noqa: T201 - the script's output
     missing = [(r.model, r.mode, k) for r in records for k, v in r.values.items() if not math.isfinite(v)]
