@@ -1,0 +1,319 @@
+# Copyright (C) 2026 anomalib-fastflow2d developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""Export to OpenVINO, ONNX and PyTorch: parity with eager PyTorch, compression, bad input, CLI and the docs."""
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime
+import openvino
+import pytest
+import torch
+from anomalib.data import MVTecAD
+from anomalib.deploy import CompressionType, ExportType, TorchInferencer
+from anomalib.engine import Engine
+from anomalib.models import Padim
+from lightning.pytorch import seed_everything
+from PIL import Image
+from torchmetrics.functional.classification import binary_auroc
+
+from anomalib_fastflow2d import PRESETS, Fastflow2D
+from anomalib_fastflow2d.demo_data import generate_demo_dataset
+from anomalib_fastflow2d.export import ONNX_OPSET, OPENVINO_F32_CONFIG
+from tests.conftest import ANOMALIB, TINY_MODEL, run
+
+ROOT = Path(__file__).resolve().parents[1]
+SCORE_TOLERANCE = 1e-3
+MAP_TOLERANCE = 1e-2
+
+
+def _datamodule(root: Path) -> MVTecAD:
+    # Thresholds come from validation images that are not test images, so no test score sits on a threshold.
+    return MVTecAD(
+        root=root,
+        category="brick",
+        num_workers=0,
+        train_batch_size=8,
+        eval_batch_size=32,
+        val_split_mode="from_test",
+        val_split_ratio=0.5,
+        seed=0,
+    )
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("export_data")
+    return generate_demo_dataset(
+        root, categories=["brick"], image_size=64, num_train=16, num_test_normal=16, num_test_anomalous=16
+    )
+
+
+@pytest.fixture(scope="module")
+def checkpoint(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    seed_everything(0)
+    engine = Engine(
+        max_epochs=1,
+        accelerator="cpu",
+        default_root_dir=tmp_path_factory.mktemp("train"),
+        logger=False,
+        enable_progress_bar=False,
+    )
+    engine.fit(Fastflow2D(**TINY_MODEL), datamodule=_datamodule(data_root))
+    path = Path(engine.trainer.default_root_dir) / "model.ckpt"
+    engine.trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def test_images(data_root: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The test split's images ``(N, 3, 64, 64)`` in ``[0, 1]``, their labels and paths."""
+    datamodule = _datamodule(data_root)
+    datamodule.setup("test")
+    batches = list(datamodule.test_dataloader())
+    images = torch.cat([batch.image for batch in batches])
+    labels = torch.cat([batch.gt_label for batch in batches])
+    paths = [path for batch in batches for path in batch.image_path]
+    return images, labels, paths
+
+
+@pytest.fixture(scope="module")
+def eager(checkpoint: Path, test_images: tuple[torch.Tensor, torch.Tensor, list[str]]) -> dict[str, np.ndarray]:
+    model = Fastflow2D.load_from_checkpoint(checkpoint).eval()
+    with torch.no_grad():
+        outputs = model(test_images[0])
+    return {name: value.numpy() for name, value in outputs._asdict().items() if value is not None}
+
+
+@pytest.fixture(scope="module")
+def openvino_fp32(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    export_root = tmp_path_factory.mktemp("openvino_fp32")
+    path = Engine(logger=False).export(Fastflow2D(**TINY_MODEL), ExportType.OPENVINO, export_root, ckpt_path=checkpoint)
+    assert path == export_root / "weights/openvino/model.xml"
+    return path
+
+
+def _assert_parity(outputs: dict[str, np.ndarray], eager: dict[str, np.ndarray]) -> None:
+    np.testing.assert_array_equal(outputs["pred_label"], eager["pred_label"])
+    assert np.abs(outputs["pred_score"] - eager["pred_score"]).max() <= SCORE_TOLERANCE
+    assert np.abs(outputs["anomaly_map"] - eager["anomaly_map"]).max() <= MAP_TOLERANCE
+
+
+def _openvino_outputs(model_path: Path, images: torch.Tensor, config: dict[str, str]) -> dict[str, np.ndarray]:
+    compiled = openvino.Core().compile_model(model_path, "CPU", config)
+    return {output.any_name: value for output, value in compiled(images.numpy()).items()}
+
+
+def test_eager_model_separates_the_test_images(eager: dict[str, np.ndarray]) -> None:
+    # Parity only means something if labels and scores vary across the test set.
+    assert 0 < eager["pred_label"].sum() < len(eager["pred_label"])
+    assert np.ptp(eager["pred_score"]) > 0.1
+
+
+OPENVINO_ONLY_SCRIPT = """
+import json, sys
+import numpy as np
+import openvino
+
+images_file, model_file, output_file = sys.argv[1:]
+images = np.load(images_file)
+compiled = openvino.Core().compile_model(model_file, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+def outputs(batch):
+    return {output.any_name: value for output, value in compiled(batch).items()}
+batch = outputs(images)
+single = outputs(images[:1])
+resized = outputs(np.ascontiguousarray(np.pad(images[:2], ((0, 0), (0, 0), (8, 8), (0, 24)), mode="edge")))
+np.savez(output_file, **batch, single_score=single["pred_score"], resized_map_shape=resized["anomaly_map"].shape)
+heavy = {"torch", "anomalib", "anomalib_fastflow2d"}
+print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in heavy)))
+"""
+
+
+def test_openvino_fp32_matches_pytorch_in_a_process_without_torch(
+    openvino_fp32: Path, test_images: Any, eager: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    np.save(tmp_path / "images.npy", test_images[0].numpy())
+    result = run(
+        [sys.executable, "-c", OPENVINO_ONLY_SCRIPT, "images.npy", str(openvino_fp32), "outputs.npz"], tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == []
+    outputs = dict(np.load(tmp_path / "outputs.npz"))
+    _assert_parity(outputs, eager)
+    # Dynamic batch, and any input size is resized to the model's 64x64 inside the graph.
+    np.testing.assert_allclose(outputs["single_score"], outputs["pred_score"][:1], atol=1e-6)
+    assert tuple(outputs["resized_map_shape"]) == (2, 1, 64, 64)
+
+
+def test_onnx_export_logs_no_traceback_and_matches_onnx_runtime(
+    checkpoint: Path,
+    test_images: Any,
+    eager: dict[str, np.ndarray],
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = Engine(logger=False).export(Fastflow2D(**TINY_MODEL), ExportType.ONNX, tmp_path, ckpt_path=checkpoint)
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.out + captured.err + caplog.text
+    assert "version conversion" not in captured.out + captured.err + caplog.text
+    opsets = {entry.domain: entry.version for entry in onnx.load(path, load_external_data=False).opset_import}
+    assert opsets[""] == ONNX_OPSET
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    outputs = dict(zip(names, session.run(None, {"input": test_images[0].numpy()}), strict=True))
+    _assert_parity(outputs, eager)
+    shapes = {value.name: value.shape for value in session.get_inputs()}
+    assert shapes["input"] == ["batch_size", 3, "height", "width"]
+
+
+def test_torch_export_runs_in_torch_inferencer(
+    checkpoint: Path, test_images: Any, eager: dict[str, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = Engine(logger=False).export(Fastflow2D(**TINY_MODEL), ExportType.TORCH, tmp_path, ckpt_path=checkpoint)
+    assert path == tmp_path / "weights/torch/model.pt"
+    monkeypatch.setenv("TRUST_REMOTE_CODE", "1")
+    inferencer = TorchInferencer(path, device="cpu")
+    with torch.no_grad():
+        outputs = inferencer.model(test_images[0])
+    np.testing.assert_array_equal(outputs.pred_score.numpy(), eager["pred_score"])
+    np.testing.assert_array_equal(outputs.anomaly_map.numpy(), eager["anomaly_map"])
+
+
+def test_docs_snippet_writes_the_heatmap_of_pytorch(
+    openvino_fp32: Path,
+    test_images: Any,
+    eager: dict[str, np.ndarray],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    index = int(np.argmax(eager["pred_score"]))
+    (tmp_path / "weights").symlink_to(openvino_fp32.parents[1], target_is_directory=True)
+    (tmp_path / "image.png").symlink_to(test_images[2][index])
+
+    text = (ROOT / "docs/deployment.md").read_text()
+    snippet = next(block for block in re.findall(r"```python\n(.*?)```", text, re.DOTALL) if "Inferencer" in block)
+    monkeypatch.chdir(tmp_path)
+    exec(snippet, {})  # noqa: S102 - the documentation's own example
+    output = capsys.readouterr().out
+
+    score, anomalous = re.findall(r"score (\S+) anomalous (\S+)", output)[-1]
+    assert abs(float(score) - eager["pred_score"][index]) <= SCORE_TOLERANCE
+    assert anomalous == str(bool(eager["pred_label"][index]))
+    heatmap = np.asarray(Image.open(tmp_path / "heatmap.png"), dtype=np.float64) / 255
+    expected = np.clip(eager["anomaly_map"][index, 0], 0, 1)
+    assert heatmap.shape == expected.shape
+    assert np.abs(heatmap - expected).max() <= MAP_TOLERANCE
+
+
+def test_int8_without_data_stops_before_exporting(checkpoint: Path, tmp_path: Path) -> None:
+    model = Fastflow2D.load_from_checkpoint(checkpoint)
+    with pytest.raises(ValueError, match=r"needs a datamodule.*--data"):
+        model.to_openvino(tmp_path, compression_type=CompressionType.INT8_PTQ)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_export_leaves_no_files_and_keeps_the_previous_export(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = Fastflow2D.load_from_checkpoint(checkpoint)
+    previous = model.to_torch(tmp_path).read_bytes()
+
+    def write_half_then_fail(obj: object, f: Path, **kwargs: object) -> None:
+        del obj, kwargs
+        Path(f).write_bytes(b"partial")
+        msg = "disk full"
+        raise OSError(msg)
+
+    monkeypatch.setattr(torch, "save", write_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        model.to_torch(tmp_path)
+    assert [path.relative_to(tmp_path) for path in tmp_path.rglob("*") if path.is_file()] == [
+        Path("weights/torch/model.pt")
+    ]
+    assert (tmp_path / "weights/torch/model.pt").read_bytes() == previous
+
+
+def _padim_checkpoint(path: Path) -> Path:
+    padim = Padim(backbone="resnet18", pre_trained=False, layers=["layer1"], n_features=8)
+    torch.save({"state_dict": padim.state_dict(), "hyper_parameters": {"backbone": "resnet18"}}, path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["missing", "truncated", "another model's"])
+def test_bad_checkpoint_gives_an_error_naming_it_and_writes_nothing(
+    kind: str, checkpoint: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.ckpt"
+    if kind == "truncated":
+        bad.write_bytes(checkpoint.read_bytes()[:100_000])
+    elif kind == "another model's":
+        _padim_checkpoint(bad)
+    export_root = tmp_path / "export"
+    with pytest.raises((FileNotFoundError, ValueError), match=re.escape(str(bad))):
+        Engine(logger=False).export(Fastflow2D(**TINY_MODEL), ExportType.OPENVINO, export_root, ckpt_path=bad)
+    assert not export_root.exists() or not any(export_root.rglob("*.*"))
+
+
+# Untrained models at 64x64 (post-processor statistics unset, so raw scores). resnet18 is the trained model above.
+CNN_PRESET_SIZES: dict[str, dict[str, Any]] = {"wide_resnet50_2": {"input_size": (64, 64)}}
+VIT_PRESET_SIZES: dict[str, dict[str, Any]] = {
+    "deit_base_distilled_patch16_384": {"input_size": (64, 64)},
+    "cait_m48_448": {},  # runs at 448x448 only
+}
+
+
+@pytest.mark.parametrize("backbone", CNN_PRESET_SIZES)
+def test_cnn_presets_export_fp16_weights_with_parity(backbone: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = Fastflow2D(backbone=backbone, pre_trained=False, flow_steps=2, **CNN_PRESET_SIZES[backbone]).eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(images)
+    path = model.to_openvino(tmp_path, compression_type=CompressionType.FP16)
+
+    fp32_bytes = 4 * sum(tensor.numel() for tensor in model.state_dict().values() if tensor.is_floating_point())
+    assert path.with_suffix(".bin").stat().st_size < 0.55 * fp32_bytes
+    outputs = _openvino_outputs(path, images, OPENVINO_F32_CONFIG)
+    assert np.abs(outputs["pred_score"] - expected.pred_score.numpy()).max() <= SCORE_TOLERANCE
+    assert np.abs(outputs["anomaly_map"] - expected.anomaly_map.numpy()).max() <= MAP_TOLERANCE
+
+
+@pytest.mark.parametrize("backbone", VIT_PRESET_SIZES)
+def test_vit_presets_build_and_trace_to_onnx(backbone: str, tmp_path: Path) -> None:
+    # The first transformer block only: the backbone's class and the export path are the preset's, at a tenth of
+    # the cost.
+    options = VIT_PRESET_SIZES[backbone]
+    model = Fastflow2D(backbone=backbone, pre_trained=False, flow_steps=2, feature_stages=[0], **options)
+    path = model.to_onnx(tmp_path)
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    outputs = session.run(["anomaly_map"], {"input": np.random.default_rng(0).random((2, 3, 48, 48), np.float32)})
+    assert outputs[0].shape == (2, 1, *options.get("input_size", PRESETS[backbone].input_size))
+    assert np.isfinite(outputs[0]).all()
+
+
+def test_stock_cli_int8_export_loses_at_most_one_auroc_point(
+    checkpoint: Path, data_root: Path, test_images: Any, eager: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    command = [ANOMALIB, "export", "--model", "Fastflow2D", "--model.pre_trained=false", f"--ckpt_path={checkpoint}"]
+    command += ["--export_type=openvino", "--compression_type=INT8_PTQ", f"--export_root={tmp_path}"]
+    command += ["--data", "anomalib.data.MVTecAD", f"--data.root={data_root}", "--data.category=brick"]
+    command += ["--data.num_workers=0", "--data.train_batch_size=8"]
+    result = run(command, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
+
+    path = tmp_path / "weights/openvino/model.xml"
+    assert "FakeQuantize" in path.read_text()
+    outputs = _openvino_outputs(path, test_images[0], OPENVINO_F32_CONFIG)
+    labels = test_images[1].int()
+    int8_auroc = binary_auroc(torch.from_numpy(outputs["pred_score"]), labels)
+    assert int8_auroc >= binary_auroc(torch.from_numpy(eager["pred_score"]), labels) - 0.01
