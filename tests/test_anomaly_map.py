@@ -3,6 +3,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_fastflow2d import AnomalyMapGenerator
@@ -45,3 +47,33 @@ def test_topk_mean_score() -> None:
 def test_bad_options_are_named(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         AnomalyMapGenerator(**kwargs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(min_value=1, max_value=3),
+    scales=st.lists(
+        st.tuples(st.integers(1, 8), st.integers(1, 9), st.integers(1, 9), st.floats(1e-3, 1e3)), min_size=1, max_size=3
+    ),
+    image_size=st.tuples(st.integers(1, 70), st.integers(1, 70)),
+    image_score=st.sampled_from(["max", "topk_mean"]),
+    seed=st.integers(0, 2**16),
+)
+def test_map_is_in_minus_one_to_zero_and_has_the_image_size(
+    batch: int,
+    scales: list[tuple[int, int, int, float]],
+    image_size: tuple[int, int],
+    image_score: str,
+    seed: int,
+) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    latents = [
+        spread * torch.randn(batch, channels, height, width, generator=generator)
+        for channels, height, width, spread in scales
+    ]
+    anomaly_map, score = AnomalyMapGenerator(image_score=image_score)(latents, image_size=image_size)
+    assert anomaly_map.shape == (batch, 1, *image_size)
+    assert anomaly_map.min() >= -1
+    assert anomaly_map.max() <= 0
+    assert score.shape == (batch,)
+    assert ((score >= -1) & (score <= 0)).all()

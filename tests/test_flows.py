@@ -6,6 +6,8 @@ import pickle
 import pytest
 import torch
 from FrEIA.modules import AllInOneBlock
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from anomalib_fastflow2d.flows import AFFINE_CLAMPING, Flow2D, kernel_pattern, subnet_constructor
 
@@ -85,3 +87,39 @@ def test_flow_pickles_and_keeps_freias_global_scale(flow: Flow2D) -> None:
     # anomalib's torch export pickles the whole model; these bytes come from this test.
     restored = pickle.loads(pickle.dumps(flow))  # noqa: S301
     torch.testing.assert_close(restored(features), flow(features))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    channels=st.integers(min_value=2, max_value=12),
+    height=st.integers(min_value=1, max_value=9),
+    width=st.integers(min_value=1, max_value=9),
+    batch=st.integers(min_value=1, max_value=4),
+    flow_steps=st.integers(min_value=1, max_value=3),
+    conv3x3_only=st.booleans(),
+    hidden_ratio=st.floats(min_value=0.1, max_value=2.0),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_any_shape_stays_invertible_with_finite_log_jacobians(
+    channels: int,
+    height: int,
+    width: int,
+    batch: int,
+    flow_steps: int,
+    conv3x3_only: bool,
+    hidden_ratio: float,
+    seed: int,
+) -> None:
+    torch.manual_seed(seed)
+    flow = Flow2D(channels, flow_steps, conv3x3_only, hidden_ratio).double()
+    with torch.no_grad():
+        for parameter in flow.parameters():
+            if parameter.requires_grad:  # the fixed permutations are parameters too, but never trained
+                parameter.add_(0.3 * torch.randn_like(parameter))
+    features = 3 * torch.randn(batch, channels, height, width, dtype=torch.float64)
+    latent, log_jacobian = flow(features)
+    assert latent.shape == features.shape
+    assert log_jacobian.shape == (batch,)
+    assert torch.isfinite(latent).all()
+    assert torch.isfinite(log_jacobian).all()
+    assert torch.allclose(flow.inverse(latent), features, atol=1e-6)

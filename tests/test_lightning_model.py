@@ -1,8 +1,11 @@
 # Copyright (C) 2026 anomalib-fastflow2d developers
 # SPDX-License-Identifier: Apache-2.0
 
+import json
 import math
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ from anomalib.post_processing import PostProcessor
 from lightning.pytorch import seed_everything
 
 from anomalib_fastflow2d import Fastflow2D
-from tests.conftest import TINY_MODEL
+from tests.conftest import ANOMALIB, TINY_MODEL, run
 
 
 def _datamodule(root: Path) -> MVTecAD:
@@ -39,7 +42,7 @@ def trained(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 def test_fit_and_test_give_all_metrics(trained: tuple[Fastflow2D, Engine, list[dict]]) -> None:
     _, _, results = trained
     metrics = results[0]
-    for name in ["image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score", "pixel_AUPRO"]:
+    for name in ["image_AUROC", "image_F1Score", "pixel_AUROC", "pixel_F1Score"]:
         assert 0.0 <= metrics[name] <= 1.0, name
     # The synthetic defects are visible even to random backbone features after two epochs.
     assert metrics["pixel_AUROC"] > 0.6
@@ -139,3 +142,152 @@ def test_default_input_size_comes_from_the_preset() -> None:
     assert tuple(Fastflow2D(backbone="resnet18", pre_trained=False).input_size) == (256, 256)
     deit = Fastflow2D(backbone="deit_base_distilled_patch16_384", pre_trained=False)
     assert tuple(deit.input_size) == (384, 384)
+
+
+class _PoisonedFeatures:
+    """Wraps a feature extractor so that chosen calls return NaN or infinite features, as a diverging input would."""
+
+    def __init__(self, extract: Callable[[torch.Tensor], list[torch.Tensor]], poisoned_calls: set[int]) -> None:
+        self.extract = extract
+        self.poisoned_calls = poisoned_calls
+        self.calls = 0
+
+    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
+        features = self.extract(images)
+        self.calls += 1
+        if self.calls in self.poisoned_calls:
+            return [feature.clone().fill_(float("nan" if self.calls % 2 else "inf")) for feature in features]
+        return features
+
+
+def _poison(model: Fastflow2D, poisoned_calls: set[int]) -> None:
+    extractor = model.model.feature_extractor
+    extractor.forward = _PoisonedFeatures(extractor.forward, poisoned_calls)  # type: ignore[method-assign]
+
+
+def test_non_finite_steps_are_skipped_and_counted(demo_root: Path, tmp_path: Path) -> None:
+    model = Fastflow2D(**TINY_MODEL)
+    _poison(model, poisoned_calls={1, 3})  # two of the four training steps (16 images, batch 8, 2 epochs)
+    engine = _engine(tmp_path, max_epochs=2, limit_val_batches=0)
+    engine.fit(model, datamodule=_datamodule(demo_root))
+    assert model.skipped_steps == 2
+    assert engine.trainer.logged_metrics["train_skipped_steps"] == 2
+    assert math.isfinite(engine.trainer.logged_metrics["train_loss"])
+    assert all(bool(torch.isfinite(weight).all()) for weight in model.model.state_dict().values())
+    checkpoint = torch.load(engine.trainer.checkpoint_callback.last_model_path or _last_checkpoint(tmp_path))
+    weights = [weight for name, weight in checkpoint["state_dict"].items() if name.startswith("model.")]
+    assert all(bool(torch.isfinite(weight).all()) for weight in weights)
+
+
+def _last_checkpoint(root: Path) -> Path:
+    return max(root.rglob("*.ckpt"), key=lambda path: path.stat().st_mtime)
+
+
+def test_training_stops_after_too_many_non_finite_steps(demo_root: Path, tmp_path: Path) -> None:
+    model = Fastflow2D(**TINY_MODEL, max_skipped_steps=1)
+    _poison(model, poisoned_calls={1, 2})
+    engine = _engine(tmp_path, max_epochs=2, limit_val_batches=0)
+    with pytest.raises(FloatingPointError, match=r"2 steps had a non-finite loss.*max_skipped_steps=1.*Lower lr"):
+        engine.fit(model, datamodule=_datamodule(demo_root))
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_fifty_epochs_at_the_paper_learning_rate_stay_finite(demo_root: Path, tmp_path: Path) -> None:
+    """The full preset at lr 1e-3; ``benchmarks/stability.py`` runs every CPU preset on the full demo data."""
+    seed_everything(0)
+    model = Fastflow2D(backbone="resnet18", pre_trained=False, input_size=(64, 64), lr=1e-3, max_skipped_steps=0)
+    datamodule = MVTecAD(root=demo_root, category="brick", train_batch_size=16, num_workers=0)
+    engine = _engine(tmp_path, max_epochs=50, limit_val_batches=0)
+    engine.fit(model, datamodule=datamodule)
+    assert engine.trainer.current_epoch == 50
+    assert model.skipped_steps == 0
+    assert math.isfinite(engine.trainer.logged_metrics["train_loss"])
+
+
+_SEEDED_RUN = """
+import json, sys
+from anomalib.data import MVTecAD
+from anomalib.engine import Engine
+from lightning.pytorch import seed_everything
+from anomalib_fastflow2d import Fastflow2D
+
+seed_everything(42)
+datamodule = MVTecAD(root=sys.argv[1], category="brick", train_batch_size=8, eval_batch_size=8, num_workers=0)
+engine = Engine(default_root_dir=sys.argv[2], accelerator="cpu", devices=1, max_epochs=2, enable_progress_bar=False)
+model = Fastflow2D(backbone="resnet18", pre_trained=False, flow_steps=2, input_size=(64, 64))
+engine.fit(model, datamodule=datamodule)
+print("METRICS", json.dumps(engine.test(model, datamodule=datamodule)[0]))
+"""
+
+
+def test_same_seed_gives_the_same_metrics_in_separate_processes(demo_root: Path, tmp_path: Path) -> None:
+    metrics = []
+    for attempt in range(2):
+        result = run([sys.executable, "-c", _SEEDED_RUN, str(demo_root), str(tmp_path / str(attempt))], cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        line = next(line for line in result.stdout.splitlines() if line.startswith("METRICS "))
+        metrics.append(json.loads(line.removeprefix("METRICS ")))
+    assert set(metrics[0]) >= {"image_AUROC", "pixel_AUROC", "pixel_F1Score"}
+    assert metrics[0] == metrics[1]
+
+
+def test_ddp_on_two_cpu_processes_learns_thresholds_over_the_whole_validation_set(
+    demo_root: Path, tmp_path: Path
+) -> None:
+    result = run(
+        [
+            ANOMALIB,
+            "train",
+            "--model",
+            "Fastflow2D",
+            "--model.pre_trained",
+            "false",
+            "--model.flow_steps",
+            "2",
+            "--model.input_size",
+            "[64, 64]",
+            "--data",
+            "MVTecAD",
+            "--data.root",
+            str(demo_root),
+            "--data.category",
+            "brick",
+            "--data.num_workers",
+            "0",
+            "--data.train_batch_size",
+            "4",
+            "--data.eval_batch_size",
+            "4",
+            "--data.val_split_mode",
+            "same_as_test",
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.devices",
+            "2",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.max_epochs",
+            "1",
+            "--default_root_dir",
+            str(tmp_path / "results"),
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stdout + result.stderr
+    assert "image_AUROC" in result.stdout
+
+    checkpoint_path = _last_checkpoint(tmp_path / "results")
+    model = Fastflow2D.load_from_checkpoint(checkpoint_path)
+    post_processor = model.post_processor
+    assert isinstance(post_processor, PostProcessor)
+    learned = [post_processor.image_min, post_processor.image_max, post_processor._image_threshold]
+    learned += [post_processor.pixel_min, post_processor.pixel_max, post_processor._pixel_threshold]
+    # One process over the whole validation set, with the same weights, must find the same statistics.
+    datamodule = MVTecAD(
+        root=demo_root, category="brick", eval_batch_size=4, num_workers=0, val_split_mode="same_as_test"
+    )
+    _engine(tmp_path / "single").validate(model, datamodule=datamodule)
+    recomputed = [post_processor.image_min, post_processor.image_max, post_processor._image_threshold]
+    recomputed += [post_processor.pixel_min, post_processor.pixel_max, post_processor._pixel_threshold]
+    assert torch.allclose(torch.stack(learned).float(), torch.stack(recomputed).float(), rtol=1e-5, atol=1e-6)
