@@ -97,7 +97,14 @@ class Fastflow2DModel(nn.Module):
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Normalised backbone features, the flows' input: one ``(N, C_s, H_s, W_s)`` map per scale."""
-        return [norm(feature) for norm, feature in zip(self.norms, self.feature_extractor(images), strict=True)]
+        return self.normalise(self.feature_extractor(images))
+
+    def normalise(self, backbone_features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Apply each scale's (trainable) normalisation to the frozen backbone's features.
+
+        Split from :meth:`features` so that training can reuse cached backbone features.
+        """
+        return [norm(feature) for norm, feature in zip(self.norms, backbone_features, strict=True)]
 
     def encode(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Map features to latents with each scale's flow.
