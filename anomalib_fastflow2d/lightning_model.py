@@ -47,6 +47,7 @@ from .checkpoints import (
 )
 from .data_checks import check_datamodule
 from .export import Fastflow2DExportMixin
+from .feature_cache import FeatureCache, randomness_in_training_data
 from .loss import Fastflow2DLoss
 from .presets import resolve_preset
 from .torch_model import Fastflow2DModel
@@ -95,6 +96,11 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
             Defaults to ``None`` (the trainer decides).
         max_skipped_steps: Training steps with a non-finite loss or gradient are skipped (no weight update);
             training stops with an error once more than this many were skipped. Defaults to ``10``.
+        cache_features: Compute the frozen backbone's features of each training image once and train the flows on
+            them in later epochs. Turns itself off when training augmentation or pre-processing is random.
+            Defaults to ``True``.
+        feature_cache_limit_mb: Memory the cache may use; a larger cache goes to disk (under the trainer's
+            ``default_root_dir``), or, without disk space, features are recomputed. Defaults to ``4096``.
         pre_processor: Pre-processor, or ``True`` for resize to ``input_size`` and ImageNet normalisation.
             Defaults to ``True``.
         post_processor: Post-processor, or ``True`` for anomalib's adaptive thresholds and min-max normalisation.
@@ -125,6 +131,8 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
         weight_decay: float = 1e-5,
         max_epochs: int | None = None,
         max_skipped_steps: int = 10,
+        cache_features: bool = True,
+        feature_cache_limit_mb: float = 4096,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
@@ -154,6 +162,10 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
         self.weight_decay = weight_decay
         self.max_epochs = max_epochs
         self.max_skipped_steps = max_skipped_steps
+        self.cache_features = cache_features
+        self.feature_cache_limit_mb = feature_cache_limit_mb
+        self.feature_cache: FeatureCache | None = None
+        self._feature_cache_planned = False
         self.skipped_steps = 0
         # Loaded at fit start, so that building the model to load a checkpoint (which holds them) never needs them.
         self.backbone_weights = backbone_weights
@@ -198,7 +210,7 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
         """Return the negative log-likelihood of the batch's features; log it per image and per dimension."""
         del args, kwargs
         images = self._images(batch)
-        latents, log_jacobians = self.model(images)
+        latents, log_jacobians = self.model.encode(self.model.normalise(self._backbone_features(batch, images)))
         loss = self.loss(latents, log_jacobians)
         if torch.isfinite(loss):
             batch_size = images.shape[0]
@@ -266,6 +278,25 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
         unbounded = trainer.max_epochs == LIGHTNING_DEFAULT_MAX_EPOCHS and trainer.max_steps == -1
         if self.max_epochs is not None and unbounded:
             trainer.fit_loop.max_epochs = self.max_epochs
+
+    def on_train_start(self) -> None:
+        """Decide whether training may use cached backbone features: only if the training data is deterministic."""
+        self.feature_cache = None
+        self._feature_cache_planned = not self.cache_features
+        if not self.cache_features:
+            return
+        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
+        transform = getattr(self.pre_processor, "transform", None)
+        reason = randomness_in_training_data(dataset, transform)
+        if reason is not None:
+            log.info("Feature cache: off, because %s; the backbone runs every epoch.", reason)
+            self._feature_cache_planned = True
+
+    def on_fit_end(self) -> None:
+        """Free the feature cache (and its folder, for a disk cache)."""
+        if self.feature_cache is not None:
+            self.feature_cache.clear()
+            self.feature_cache = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Save the checkpoint so that loading it needs neither the model hub nor the original weights file.
@@ -341,6 +372,27 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
         """Build the PyTorch model with random backbone weights (the pretrained ones load at fit start)."""
         self.model: Fastflow2DModel = Fastflow2DModel(pre_trained=False, **arguments)
         self.minimum_input_size = max(self.model.feature_extractor.strides)
+
+    def _backbone_features(self, batch: Batch, images: torch.Tensor) -> list[torch.Tensor]:
+        """The frozen backbone's features of a training batch, from the feature cache where possible."""
+        keys = getattr(batch, "image_path", None)
+        if not self._feature_cache_planned:
+            self._feature_cache_planned = True
+            if keys is not None:
+                features = self.model.feature_extractor(images)
+                bytes_per_image = sum(feature[0].numel() * feature.element_size() for feature in features)
+                self.feature_cache = FeatureCache.plan(
+                    bytes_per_image=bytes_per_image,
+                    num_images=len(self.trainer.train_dataloader.dataset),  # type: ignore[union-attr]
+                    memory_limit_mb=self.feature_cache_limit_mb,
+                    directory=Path(self.trainer.default_root_dir) / "feature_cache" / f"rank{self.global_rank}",
+                )
+                if self.feature_cache is not None:
+                    return self.feature_cache.features(list(keys), images, lambda _: features)
+                return features
+        if self.feature_cache is None or keys is None:
+            return self.model.feature_extractor(images)
+        return self.feature_cache.features(list(keys), images, self.model.feature_extractor)
 
     def _check_input_size(self, size: Sequence[int] | None) -> None:
         if size is not None and min(size) < self.minimum_input_size:

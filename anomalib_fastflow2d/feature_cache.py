@@ -1,0 +1,176 @@
+# Copyright (C) 2026 anomalib-fastflow2d developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""Training on cached backbone features.
+
+The backbone is frozen and, without random augmentation, each training image gives the same features every epoch,
+so they are computed in the first epoch and reused. For the paper's ViT backbones the backbone is nearly all of an
+epoch's cost, so later epochs only pay for loading images and training the flows.
+
+The cache lives in the training process (not in dataloader workers), keyed by image path, so it is correct with any
+number of workers and under DDP, where each rank caches the images its sampler gives it.
+"""
+
+import hashlib
+import logging
+import shutil
+from collections.abc import Callable, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+DISK_HEADROOM = 1.2
+"""A disk cache is used only where the disk has this many times its estimated size free."""
+
+
+class CacheStorage(Enum):
+    """Where cached features are kept."""
+
+    MEMORY = "memory"
+    DISK = "disk"
+
+
+class FeatureCache:
+    """Backbone features of training images, in memory or in a folder, keyed by image path.
+
+    Args:
+        storage: Memory, or one file per image in ``directory``.
+        directory: Folder for the disk cache; it is created, and removed by :meth:`clear`.
+    """
+
+    def __init__(self, storage: CacheStorage, directory: Path | None = None) -> None:
+        if storage is CacheStorage.DISK and directory is None:
+            msg = "A disk feature cache needs a directory."
+            raise ValueError(msg)
+        self.storage = storage
+        self.directory = directory
+        self._memory: dict[str, list[torch.Tensor]] = {}
+        self._on_disk: set[str] = set()
+        if directory is not None and storage is CacheStorage.DISK:
+            directory.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def plan(
+        cls,
+        bytes_per_image: int,
+        num_images: int,
+        memory_limit_mb: float,
+        directory: Path,
+    ) -> "FeatureCache | None":
+        """Choose memory, disk or no cache for ``num_images`` images, and say which in one log line.
+
+        Returns:
+            The cache, or ``None`` where neither memory nor disk can hold it (features are then recomputed).
+        """
+        total_mb = bytes_per_image * num_images / 2**20
+        if total_mb <= memory_limit_mb:
+            log.info("Feature cache: in memory, about %.0f MB for %d images.", total_mb, num_images)
+            return cls(CacheStorage.MEMORY)
+        free_mb = shutil.disk_usage(_existing_parent(directory)).free / 2**20
+        if free_mb >= DISK_HEADROOM * total_mb:
+            log.info(
+                "Feature cache: on disk in %s, about %.0f MB for %d images (over the %.0f MB memory limit).",
+                directory,
+                total_mb,
+                num_images,
+                memory_limit_mb,
+            )
+            return cls(CacheStorage.DISK, directory)
+        log.info(
+            "Feature cache: off, about %.0f MB needed, over the %.0f MB memory limit and the %.0f MB free on disk; "
+            "features are recomputed every epoch.",
+            total_mb,
+            memory_limit_mb,
+            free_mb,
+        )
+        return None
+
+    def features(
+        self,
+        keys: Sequence[str],
+        images: torch.Tensor,
+        extract: Callable[[torch.Tensor], list[torch.Tensor]],
+    ) -> list[torch.Tensor]:
+        """Return the batch's backbone features, extracting and storing only those not cached yet.
+
+        Args:
+            keys: One key (image path) per image of the batch.
+            images: The batch, ``(N, 3, H, W)``.
+            extract: The backbone, mapping images to one feature map per scale.
+        """
+        per_image: list[list[torch.Tensor] | None] = [self._get(key) for key in keys]
+        missing = [index for index, features in enumerate(per_image) if features is None]
+        if missing:
+            extracted = extract(images[missing])
+            for position, index in enumerate(missing):
+                features = [scale[position].detach().to("cpu", copy=True) for scale in extracted]
+                self._put(keys[index], features)
+                per_image[index] = features
+        device = images.device
+        return [
+            torch.stack([_present(features)[scale] for features in per_image]).to(device, non_blocking=True)
+            for scale in range(len(_present(per_image[0])))
+        ]
+
+    def clear(self) -> None:
+        """Drop every cached feature, and the disk cache's folder."""
+        self._memory.clear()
+        self._on_disk.clear()
+        if self.storage is CacheStorage.DISK and self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __len__(self) -> int:
+        """The number of images cached."""
+        return len(self._memory) + len(self._on_disk)
+
+    def _file(self, key: str) -> Path:
+        assert self.directory is not None  # noqa: S101 - guaranteed by __init__ for disk storage
+        return self.directory / f"{hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()}.pt"
+
+    def _get(self, key: str) -> list[torch.Tensor] | None:
+        if self.storage is CacheStorage.MEMORY:
+            return self._memory.get(key)
+        if key not in self._on_disk:
+            return None
+        return list(torch.load(self._file(key), weights_only=True))
+
+    def _put(self, key: str, features: list[torch.Tensor]) -> None:
+        if self.storage is CacheStorage.MEMORY:
+            self._memory[key] = features
+            return
+        torch.save(features, self._file(key))
+        self._on_disk.add(key)
+
+
+def randomness_in_training_data(dataset: Any, transform: Callable[[torch.Tensor], torch.Tensor] | None) -> str | None:  # noqa: ANN401 - any map-style dataset
+    """Say why cached features would be wrong for this training data, or ``None`` where they are right.
+
+    The dataset's first image is read twice, and the pre-processing transform applied twice to one input; any
+    difference means random augmentation. The random number generators are restored afterwards, so checking does
+    not change the training run.
+    """
+    with torch.random.fork_rng(devices=[]):
+        if dataset is not None and len(dataset) > 0:
+            first, second = dataset[0], dataset[0]
+            if not torch.equal(first.image, second.image):
+                return "the training dataset applies random augmentation"
+        if transform is not None:
+            probe = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+            if not torch.equal(transform(probe), transform(probe)):
+                return "the pre-processor's transform is random"
+    return None
+
+
+def _present(features: list[torch.Tensor] | None) -> list[torch.Tensor]:
+    assert features is not None  # noqa: S101 - every slot is filled before stacking
+    return features
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path

@@ -1,0 +1,133 @@
+# Copyright (C) 2026 anomalib-fastflow2d developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""Cached-feature training learns the same model, runs the backbone once, and turns itself off when it must."""
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from anomalib.data import MVTecAD
+from anomalib.engine import Engine
+from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from torchvision.transforms import v2
+
+from anomalib_fastflow2d import Fastflow2D
+from anomalib_fastflow2d.feature_cache import FeatureCache
+from tests.conftest import TINY_MODEL
+
+EPOCHS = 3
+
+
+class _EpochLosses(Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        del pl_module
+        self.losses.append(float(trainer.callback_metrics["train_loss"]))
+
+
+class _CountingExtractor:
+    def __init__(self, model: Fastflow2D) -> None:
+        self.extract = model.model.feature_extractor.forward
+        self.images = 0
+        model.model.feature_extractor.forward = self  # type: ignore[method-assign]
+
+    def __call__(self, images: torch.Tensor) -> list[torch.Tensor]:
+        self.images += images.shape[0]
+        return self.extract(images)
+
+
+def _train(
+    demo_root: Path,
+    root: Path,
+    num_workers: int = 0,
+    augmentations: v2.Transform | None = None,
+    **model_arguments: object,
+) -> tuple[Fastflow2D, list[float], int]:
+    seed_everything(0)
+    model = Fastflow2D(**{**TINY_MODEL, **model_arguments})
+    counter = _CountingExtractor(model)
+    losses = _EpochLosses()
+    datamodule = MVTecAD(
+        root=demo_root,
+        category="brick",
+        train_batch_size=4,
+        num_workers=num_workers,
+        train_augmentations=augmentations,
+    )
+    engine = Engine(
+        default_root_dir=root,
+        accelerator="cpu",
+        devices=1,
+        max_epochs=EPOCHS,
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        callbacks=[losses],
+    )
+    engine.fit(model, datamodule=datamodule)
+    return model, losses.losses, counter.images
+
+
+@pytest.fixture(scope="module")
+def uncached(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Fastflow2D, list[float], int]:
+    return _train(demo_root, tmp_path_factory.mktemp("uncached"), cache_features=False)
+
+
+def _assert_same_training(
+    cached: tuple[Fastflow2D, list[float], int], uncached: tuple[Fastflow2D, list[float], int]
+) -> None:
+    cached_model, cached_losses, _ = cached
+    uncached_model, uncached_losses, _ = uncached
+    assert cached_losses == pytest.approx(uncached_losses, rel=1e-5)
+    for (name, weight), other in zip(
+        cached_model.model.state_dict().items(), uncached_model.model.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(weight, other, rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_cached_training_learns_the_same_model_and_runs_the_backbone_once(
+    demo_root: Path,
+    tmp_path: Path,
+    uncached: tuple[Fastflow2D, list[float], int],
+    num_workers: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="anomalib_fastflow2d"):
+        cached = _train(demo_root, tmp_path, num_workers=num_workers)
+    assert "Feature cache: in memory" in caplog.text
+    _assert_same_training(cached, uncached)
+    train_images = len(list((demo_root / "brick" / "train" / "good").glob("*.png")))
+    assert uncached[2] == EPOCHS * train_images
+    assert cached[2] == train_images
+
+
+def test_disk_cache_learns_the_same_model_and_removes_its_folder(
+    demo_root: Path, tmp_path: Path, uncached: tuple[Fastflow2D, list[float], int], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="anomalib_fastflow2d"):
+        cached = _train(demo_root, tmp_path, feature_cache_limit_mb=0)
+    assert "Feature cache: on disk" in caplog.text
+    _assert_same_training(cached, uncached)
+    assert cached[2] == len(list((demo_root / "brick" / "train" / "good").glob("*.png")))
+    assert not list(tmp_path.rglob("feature_cache/*/*.pt"))
+
+
+def test_random_augmentation_turns_the_cache_off(
+    demo_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="anomalib_fastflow2d"):
+        _, _, backbone_images = _train(demo_root, tmp_path, augmentations=v2.RandomHorizontalFlip(p=0.5))
+    assert "Feature cache: off, because the training dataset applies random augmentation" in caplog.text
+    assert backbone_images == EPOCHS * len(list((demo_root / "brick" / "train" / "good").glob("*.png")))
+
+
+def test_without_memory_or_disk_room_features_are_recomputed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="anomalib_fastflow2d"):
+        cache = FeatureCache.plan(bytes_per_image=2**40, num_images=2**20, memory_limit_mb=1, directory=tmp_path)
+    assert cache is None
+    assert "Feature cache: off" in caplog.text
+    assert "recomputed every epoch" in caplog.text
