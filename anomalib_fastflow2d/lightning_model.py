@@ -26,7 +26,7 @@ from typing import Any, Literal, cast
 
 import torch
 from anomalib import LearningType
-from anomalib.data import Batch
+from anomalib.data import Batch, InferenceBatch
 from anomalib.metrics import AUROC, AnomalibMetric, Evaluator, F1Score
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
@@ -101,6 +101,10 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
             Defaults to ``True``.
         feature_cache_limit_mb: Memory the cache may use; a larger cache goes to disk (under the trainer's
             ``default_root_dir``), or, without disk space, features are recomputed. Defaults to ``4096``.
+        compile_mode: ``torch.compile`` the backbone and flows for training, validation, test and prediction with
+            this mode (``"default"``, ``"reduce-overhead"`` for CUDA graphs, ``"max-autotune"``); exports use the
+            eager model. Defaults to ``None`` (eager). With ``--trainer.precision bf16-mixed`` the convolutions run
+            in bfloat16 while log-determinants and the loss stay in float32.
         pre_processor: Pre-processor, or ``True`` for resize to ``input_size`` and ImageNet normalisation.
             Defaults to ``True``.
         post_processor: Post-processor, or ``True`` for anomalib's adaptive thresholds and min-max normalisation.
@@ -133,6 +137,7 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
         max_skipped_steps: int = 10,
         cache_features: bool = True,
         feature_cache_limit_mb: float = 4096,
+        compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None,
         pre_processor: nn.Module | bool = True,
         post_processor: nn.Module | bool = True,
         evaluator: Evaluator | bool = True,
@@ -165,6 +170,11 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
         self.cache_features = cache_features
         self.feature_cache_limit_mb = feature_cache_limit_mb
         self.feature_cache: FeatureCache | None = None
+        self.compile_mode = compile_mode
+        # Plain containers, so that the compiled wrappers are not registered as submodules (and state-dict keys).
+        self._compiled_forward: list[Callable[[torch.Tensor], InferenceBatch]] = []
+        self._compiled_flows: list[Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = []
+        self._compiled_extractor: list[Callable[[torch.Tensor], list[torch.Tensor]]] = []
         self._feature_cache_planned = False
         self.skipped_steps = 0
         # Loaded at fit start, so that building the model to load a checkpoint (which holds them) never needs them.
@@ -210,8 +220,9 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
         """Return the negative log-likelihood of the batch's features; log it per image and per dimension."""
         del args, kwargs
         images = self._images(batch)
-        latents, log_jacobians = self.model.encode(self.model.normalise(self._backbone_features(batch, images)))
-        loss = self.loss(latents, log_jacobians)
+        latents, log_jacobians = self._encode(self.model.normalise(self._backbone_features(batch, images)))
+        with torch.autocast(images.device.type, enabled=False):
+            loss = self.loss([latent.float() for latent in latents], [value.float() for value in log_jacobians])
         if torch.isfinite(loss):
             batch_size = images.shape[0]
             self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
@@ -254,12 +265,25 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
     def validation_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
         """Add anomaly maps and scores to the batch for the post-processor's statistics and the metrics."""
         del args, kwargs
-        predictions = self.model(self._images(batch))
-        return batch.update(**predictions._asdict())
+        return self._predict(batch)
+
+    def test_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
+        """Add anomaly maps and scores to the batch, as in validation."""
+        del args, kwargs
+        return self._predict(batch)
+
+    def predict_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
+        """Add anomaly maps and scores to the batch, as in validation."""
+        del args, kwargs
+        return self._predict(batch)
 
     def setup(self, stage: str) -> None:
-        """Check the data's images and masks, and make checkpoint read errors name the file."""
+        """Check the data's images and masks, make checkpoint read errors name the file, compile if asked."""
         super().setup(stage)
+        if self.compile_mode is not None and not self._compiled_forward:
+            self._compiled_forward.append(torch.compile(self.model, mode=self.compile_mode))
+            self._compiled_flows.extend(torch.compile(flow, mode=self.compile_mode) for flow in self.model.flows)
+            self._compiled_extractor.append(torch.compile(self.model.feature_extractor, mode=self.compile_mode))
         strategy = self.trainer.strategy
         if not isinstance(strategy.checkpoint_io, CheckedCheckpointIO):
             strategy.checkpoint_io = CheckedCheckpointIO(strategy.checkpoint_io)
@@ -373,13 +397,27 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
         self.model: Fastflow2DModel = Fastflow2DModel(pre_trained=False, **arguments)
         self.minimum_input_size = max(self.model.feature_extractor.strides)
 
+    def _predict(self, batch: Batch) -> STEP_OUTPUT:
+        images = self._images(batch)
+        predictions = self._compiled_forward[0](images) if self._compiled_forward else self.model(images)
+        return batch.update(**predictions._asdict())
+
+    def _extract(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self._compiled_extractor[0](images) if self._compiled_extractor else self.model.feature_extractor(images)
+
+    def _encode(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        if not self._compiled_flows:
+            return self.model.encode(features)
+        outputs = [flow(feature) for flow, feature in zip(self._compiled_flows, features, strict=True)]
+        return [latent for latent, _ in outputs], [log_jacobian for _, log_jacobian in outputs]
+
     def _backbone_features(self, batch: Batch, images: torch.Tensor) -> list[torch.Tensor]:
         """The frozen backbone's features of a training batch, from the feature cache where possible."""
         keys = getattr(batch, "image_path", None)
         if not self._feature_cache_planned:
             self._feature_cache_planned = True
             if keys is not None:
-                features = self.model.feature_extractor(images)
+                features = self._extract(images)
                 bytes_per_image = sum(feature[0].numel() * feature.element_size() for feature in features)
                 self.feature_cache = FeatureCache.plan(
                     bytes_per_image=bytes_per_image,
@@ -391,8 +429,8 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
                     return self.feature_cache.features(list(keys), images, lambda _: features)
                 return features
         if self.feature_cache is None or keys is None:
-            return self.model.feature_extractor(images)
-        return self.feature_cache.features(list(keys), images, self.model.feature_extractor)
+            return self._extract(images)
+        return self.feature_cache.features(list(keys), images, self._extract)
 
     def _check_input_size(self, size: Sequence[int] | None) -> None:
         if size is not None and min(size) < self.minimum_input_size:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from anomalib.data import Folder, MVTecAD
+from anomalib.data import Folder, ImageBatch, MVTecAD
 from anomalib.engine import Engine
 from anomalib.post_processing import PostProcessor
 from lightning.pytorch import seed_everything
@@ -291,3 +291,43 @@ def test_ddp_on_two_cpu_processes_learns_thresholds_over_the_whole_validation_se
     recomputed = [post_processor.image_min, post_processor.image_max, post_processor._image_threshold]
     recomputed += [post_processor.pixel_min, post_processor.pixel_max, post_processor._pixel_threshold]
     assert torch.allclose(torch.stack(learned).float(), torch.stack(recomputed).float(), rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_autocast_keeps_the_loss_in_float32_and_close_to_it() -> None:
+    torch.manual_seed(0)
+    model = Fastflow2D(**TINY_MODEL)
+    model.log = lambda *_, **__: None  # type: ignore[method-assign]
+    batch = ImageBatch(image=torch.randn(4, 3, 64, 64))
+    full_precision = model.training_step(batch, 0)["loss"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model.training_step(batch, 0)["loss"]
+    assert mixed.dtype == torch.float32
+    assert mixed.item() == pytest.approx(full_precision.item(), rel=1e-2)
+
+
+def test_bf16_mixed_precision_trains_from_the_trainer_option(demo_root: Path, tmp_path: Path) -> None:
+    model = Fastflow2D(**TINY_MODEL, max_skipped_steps=0)
+    engine = _engine(tmp_path, max_epochs=1, precision="bf16-mixed")
+    engine.fit(model, datamodule=_datamodule(demo_root))
+    assert math.isfinite(engine.trainer.logged_metrics["train_loss"])
+    assert all(
+        weight.dtype == torch.float32 for weight in model.model.state_dict().values() if weight.is_floating_point()
+    )
+
+
+def test_compiled_model_trains_and_predicts_like_the_eager_one(demo_root: Path, tmp_path: Path) -> None:
+    results = []
+    for compile_mode in (None, "default"):
+        seed_everything(0)
+        # One scale and one coupling block keep inductor's CPU compilation short.
+        model = Fastflow2D(**{**TINY_MODEL, "feature_stages": [1], "flow_steps": 1}, compile_mode=compile_mode)
+        engine = _engine(tmp_path / str(compile_mode), max_epochs=1, limit_val_batches=0)
+        engine.fit(model, datamodule=_datamodule(demo_root))
+        loss = float(engine.trainer.logged_metrics["train_loss"])
+        results.append((model, loss, engine.predict(model, datamodule=_datamodule(demo_root))))
+    (eager, eager_loss, eager_predictions), (compiled, compiled_loss, compiled_predictions) = results
+    assert compiled._compiled_forward
+    assert compiled_loss == pytest.approx(eager_loss, rel=1e-4)
+    assert set(compiled.state_dict()) == set(eager.state_dict())
+    for eager_batch, compiled_batch in zip(eager_predictions, compiled_predictions, strict=True):
+        assert torch.allclose(eager_batch.anomaly_map, compiled_batch.anomaly_map, atol=1e-4)
