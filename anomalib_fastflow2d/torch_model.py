@@ -123,6 +123,45 @@ class Fastflow2DModel(nn.Module):
         """Map latents back to normalised features: the exact inverse of :meth:`encode`."""
         return [cast("Flow2D", flow).inverse(latent) for flow, latent in zip(self.flows, latents, strict=True)]
 
+    def feature_shapes(self, image_size: tuple[int, int]) -> list[torch.Size]:
+        """Shape ``(C_s, H_s, W_s)`` of each scale's features for ``(H, W)`` images.
+
+        Read from one backbone pass on a blank image, so padding and patch arithmetic match the backbone's own.
+        """
+        parameter = next(self.feature_extractor.parameters())
+        probe = torch.zeros(1, 3, *image_size, device=parameter.device, dtype=parameter.dtype)
+        return [feature.shape[1:] for feature in self.feature_extractor(probe)]
+
+    def sample(
+        self,
+        num_samples: int,
+        image_size: tuple[int, int],
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> list[torch.Tensor]:
+        """Draw "typical normal" feature maps: ``z ~ N(0, temperature^2 I)`` per scale, mapped through :meth:`decode`.
+
+        A temperature below 1 keeps to the likelier centre of the latent distribution (as in Glow), so samples
+        look more like the training features' average; 1 draws from the distribution the flows learned.
+
+        Args:
+            num_samples: Number of feature maps per scale.
+            image_size: ``(H, W)`` of the images whose features are imitated.
+            temperature: Standard deviation of ``z``. Defaults to ``1.0``.
+            generator: Random generator, for reproducible samples. Defaults to ``None`` (torch's global one).
+
+        Returns:
+            One ``(num_samples, C_s, H_s, W_s)`` map of normalised features per scale.
+        """
+        _check_positive(num_samples=num_samples, temperature=temperature)
+        parameter = next(self.flows.parameters())
+        latents = [
+            temperature
+            * torch.randn((num_samples, *shape), generator=generator, device=parameter.device, dtype=parameter.dtype)
+            for shape in self.feature_shapes(image_size)
+        ]
+        return self.decode(latents)
+
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]] | InferenceBatch:
         """Run the model.
 
