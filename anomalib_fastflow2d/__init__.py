@@ -13,6 +13,7 @@ Paper:
 
 from .anomaly_map import AnomalyMapGenerator, ImageScore
 from .backbones import BackboneWeightsUnavailableError, FeatureExtractor
+from .explain import Explanation, explain
 from .flows import Flow2D
 from .lightning_model import Fastflow2D
 from .loss import Fastflow2DLoss
@@ -30,12 +31,14 @@ __all__ = [
     "BackboneKind",
     "BackbonePreset",
     "BackboneWeightsUnavailableError",
+    "Explanation",
     "Fastflow2D",
     "Fastflow2DLoss",
     "Fastflow2DModel",
     "FeatureExtractor",
     "Flow2D",
     "ImageScore",
+    "explain",
     "register",
     "resolve_preset",
 ]
