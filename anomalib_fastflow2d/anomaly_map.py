@@ -68,16 +68,20 @@ class AnomalyMapGenerator(nn.Module):
         Returns:
             The anomaly map ``(N, 1, H, W)`` in ``[-1, 0]`` and the image score ``(N,)``.
         """
-        scale_maps = [
+        # Resizing is linear, so the mean of the resized maps is the sum of the resized maps divided by the number of
+        # scales beforehand: summed in place, without stacking full-size copies.
+        scale_maps = (
             F.interpolate(
-                -torch.exp(-0.5 * torch.mean(latent**2, dim=1, keepdim=True)),
+                -torch.exp(-0.5 * torch.mean(latent**2, dim=1, keepdim=True)) / len(latents),
                 size=image_size,
                 mode="bilinear",
                 align_corners=False,
             )
             for latent in latents
-        ]
-        anomaly_map = torch.stack(scale_maps, dim=-1).mean(dim=-1)
+        )
+        anomaly_map = next(scale_maps)
+        for scale_map in scale_maps:
+            anomaly_map = anomaly_map.add_(scale_map)
         return anomaly_map, self.score(anomaly_map)
 
     def score(self, anomaly_map: torch.Tensor) -> torch.Tensor:

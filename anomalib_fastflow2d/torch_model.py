@@ -172,9 +172,11 @@ class Fastflow2DModel(nn.Module):
             In training mode, the per-scale latents and log-Jacobians for the loss. In eval mode, an
             ``InferenceBatch`` with ``pred_score`` ``(N,)`` and ``anomaly_map`` ``(N, 1, H, W)``.
         """
-        latents, log_jacobians = self.encode(self.features(images))
         if self.training:
-            return latents, log_jacobians
+            return self.encode(self.features(images))
+        # oneDNN convolves channels-last tensors without reordering them, and the layout carries through the model.
+        features = self.features(images.contiguous(memory_format=torch.channels_last))
+        latents = [cast("Flow2D", flow).latent(feature) for flow, feature in zip(self.flows, features, strict=True)]
         anomaly_map, pred_score = self.anomaly_map_generator(latents, image_size=(images.shape[-2], images.shape[-1]))
         return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
 

@@ -1,6 +1,7 @@
 # Copyright (C) 2026 anomalib-fastflow2d developers
 # SPDX-License-Identifier: Apache-2.0
 
+import copy
 import pickle
 
 import pytest
@@ -30,6 +31,40 @@ def test_inverse_of_forward_is_identity(flow: Flow2D) -> None:
     assert not torch.allclose(latent, features, atol=1e-2)
     assert torch.allclose(flow.inverse(latent), features, atol=1e-4)
     assert torch.allclose(flow(flow.inverse(features))[0], features, atol=1e-4)
+
+
+def test_latent_is_forwards_latent_without_the_log_jacobian(flow: Flow2D) -> None:
+    features = torch.randn(3, 6, 9, 11, dtype=torch.float64)
+    latent, _ = flow(features)
+    torch.testing.assert_close(flow.latent(features), latent, rtol=1e-12, atol=1e-12)
+    channels_last = features.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(flow.latent(channels_last), latent, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("conv3x3_only", [False, True])
+def test_float32_latent_is_as_close_to_the_float64_truth_as_freias(conv3x3_only: bool) -> None:
+    torch.manual_seed(1)
+    flow = Flow2D(channels=64, flow_steps=8, conv3x3_only=conv3x3_only, hidden_ratio=1.0)
+    with torch.no_grad():
+        for parameter in flow.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.05 * torch.randn_like(parameter))
+    features = 2 * torch.randn(2, 64, 12, 12)
+    with torch.no_grad():
+        truth, _ = copy.deepcopy(flow).double()(features.double())
+        freia, _ = flow(features)
+        ours = flow.latent(features.contiguous(memory_format=torch.channels_last))
+    freia_error = ((freia.double() - truth).abs() / (1 + truth.abs())).max().item()
+    our_error = ((ours.double() - truth).abs() / (1 + truth.abs())).max().item()
+    assert freia_error < 1e-5
+    assert our_error < 2 * freia_error
+
+
+def test_latent_gradients_match_freias(flow: Flow2D) -> None:
+    features = torch.randn(2, 6, 4, 5, dtype=torch.float64, requires_grad=True)
+    (reference,) = torch.autograd.grad(flow(features)[0].square().sum(), features)
+    (gradient,) = torch.autograd.grad(flow.latent(features).square().sum(), features)
+    torch.testing.assert_close(gradient, reference, rtol=1e-10, atol=1e-10)
 
 
 def test_log_jacobian_matches_brute_force_jacobian(flow: Flow2D) -> None:
@@ -123,3 +158,4 @@ def test_any_shape_stays_invertible_with_finite_log_jacobians(
     assert torch.isfinite(latent).all()
     assert torch.isfinite(log_jacobian).all()
     assert torch.allclose(flow.inverse(latent), features, atol=1e-6)
+    torch.testing.assert_close(flow.latent(features), latent, rtol=1e-10, atol=1e-10)

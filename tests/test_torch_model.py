@@ -4,6 +4,7 @@
 import pytest
 import torch
 from anomalib.data import InferenceBatch
+from torch.nn import functional as F  # noqa: N812
 
 from anomalib_fastflow2d import Fastflow2DModel
 
@@ -49,3 +50,63 @@ def test_decode_inverts_encode(model: Fastflow2DModel) -> None:
         restored = model.decode(latents)
     for original, back in zip(features, restored, strict=True):
         assert torch.allclose(original, back, atol=1e-4)
+
+
+def _perturbed_model() -> Fastflow2DModel:
+    """A model whose flows are away from their identity-like initialisation, in float64."""
+    torch.manual_seed(0)
+    model = Fastflow2DModel("resnet18", pre_trained=False, flow_steps=4)
+    with torch.no_grad():
+        for parameter in [*model.norms.parameters(), *model.flows.parameters()]:
+            if parameter.requires_grad:
+                parameter.add_(0.05 * torch.randn_like(parameter))
+    return model
+
+
+@pytest.mark.parametrize("image_size", [(64, 64), (48, 80), (100, 36)])
+def test_eval_output_is_the_papers_map_computed_the_reference_way(image_size: tuple[int, int]) -> None:
+    model = _perturbed_model().eval()
+    images = torch.randn(2, 3, *image_size)
+    with torch.no_grad():
+        output = model(images)
+        # The reference: FrEIA's full forward (with log-Jacobians), then the definition scale by scale.
+        latents = [flow.inn(feature)[0] for flow, feature in zip(model.flows, model.features(images), strict=True)]
+    expected = torch.stack(
+        [
+            F.interpolate(
+                -torch.exp(-0.5 * (latent**2).mean(dim=1, keepdim=True)),
+                size=image_size,
+                mode="bilinear",
+                align_corners=False,
+            )
+            for latent in latents
+        ]
+    ).mean(dim=0)
+    assert isinstance(output, InferenceBatch)
+    assert output.anomaly_map.shape == (2, 1, *image_size)
+    assert output.anomaly_map.std() > 1e-3  # not a constant map
+    torch.testing.assert_close(output.anomaly_map, expected, rtol=0, atol=1e-4)
+    torch.testing.assert_close(output.pred_score, expected.flatten(1).amax(dim=1), rtol=0, atol=1e-4)
+
+
+def test_training_mode_returns_freias_latents_and_log_jacobians() -> None:
+    model = _perturbed_model().train()
+    images = torch.randn(2, 3, 64, 64)
+    latents, log_jacobians = model(images)
+    features = model.features(images)
+    for flow, feature, latent, log_jacobian in zip(model.flows, features, latents, log_jacobians, strict=True):
+        expected_latent, expected_log_jacobian = flow.inn(feature)
+        assert torch.equal(latent, expected_latent)
+        assert torch.equal(log_jacobian, expected_log_jacobian)
+        assert latent.requires_grad
+
+
+def test_decode_inverts_the_eval_latents() -> None:
+    model = _perturbed_model().double().eval()
+    images = torch.randn(2, 3, 64, 96, dtype=torch.float64)
+    with torch.no_grad():
+        features = model.features(images)
+        latents = [flow.latent(feature) for flow, feature in zip(model.flows, features, strict=True)]
+        restored = model.decode(latents)
+    for original, back in zip(features, restored, strict=True):
+        torch.testing.assert_close(back, original, rtol=0, atol=1e-10)
