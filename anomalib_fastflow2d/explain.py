@@ -23,6 +23,7 @@ Paper:
 """
 
 import argparse
+import copy
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from numpy.typing import NDArray
 from PIL import Image
 from torch.nn import functional as F  # noqa: N812 - the PyTorch convention
@@ -118,16 +120,22 @@ class Explanation:
 
 
 @torch.no_grad()
-def explain(model: Fastflow2DModel, images: torch.Tensor, radius: float = 1.0) -> Explanation:
+def explain(
+    model: Fastflow2DModel, images: torch.Tensor, radius: float = 1.0, dtype: torch.dtype = torch.float64
+) -> Explanation:
     """Encode images, repair their latents and decode them.
+
+    Runs on a copy of the model in ``dtype``: an anomalous pixel's latent can reach ``|z| ~ 1e4``, which float32
+    holds to only about ``1e-3``, and the inverse would carry that error into the repaired features.
 
     Args:
         model: A trained Fastflow2D model.
         images: Pre-processed (resized, normalised) images ``(N, 3, H, W)``.
         radius: See :func:`repair_latent`. Defaults to ``1.0``.
+        dtype: Floating-point type of the computation. Defaults to ``torch.float64``.
 
     Returns:
-        The per-scale maps and their input-sized averages.
+        The per-scale maps and their input-sized averages, in ``dtype``.
 
     Example:
         >>> model = Fastflow2DModel("resnet18", pre_trained=False, flow_steps=2).eval()
@@ -135,7 +143,8 @@ def explain(model: Fastflow2DModel, images: torch.Tensor, radius: float = 1.0) -
         >>> explanation.distance.shape, [tuple(z.shape) for z in explanation.latents][0]
         (torch.Size([2, 1, 64, 64]), (2, 64, 16, 16))
     """
-    features = model.features(images)
+    model = copy.deepcopy(model).to(dtype)
+    features = model.features(images.to(dtype))
     latents, _ = model.encode(features)
     repaired_latents = [repair_latent(latent, radius) for latent in latents]
     repaired_features = model.decode(repaired_latents)
@@ -178,10 +187,13 @@ def feature_rgb(reference: torch.Tensor, *others: torch.Tensor) -> list[NDArray[
     return images
 
 
-def _show(axes: Axes, image: NDArray[np.float32] | torch.Tensor, title: str, colour_map: str | None = None) -> None:
-    axes.imshow(image, cmap=colour_map, interpolation="nearest")
+def _show(
+    axes: Axes, image: NDArray[np.float32] | torch.Tensor, title: str, colour_map: str | None = None
+) -> AxesImage:
+    shown = axes.imshow(image, cmap=colour_map, interpolation="nearest")
     axes.set_title(title, fontsize=8)
     axes.set_axis_off()
+    return shown
 
 
 def explanation_figure(image: torch.Tensor, explanation: Explanation, index: int = 0) -> Figure:
@@ -202,8 +214,10 @@ def explanation_figure(image: torch.Tensor, explanation: Explanation, index: int
     picture = image.permute(1, 2, 0).cpu().numpy()
     distance = explanation.distance[index, 0].cpu().numpy()
     _show(grid[0, 0], picture, "input")
-    _show(grid[0, 1], explanation.nll[index, 0].cpu().numpy(), "NLL of z (nats/channel)", "inferno")
-    _show(grid[0, 2], distance, "feature repair distance", "inferno")
+    # Colour bars: each map is scaled to its own range, and a normal image's small values would look as bright.
+    nll = _show(grid[0, 1], explanation.nll[index, 0].cpu().numpy(), "NLL of z (nats/channel)", "inferno")
+    figure.colorbar(nll, ax=grid[0, 1], shrink=0.8)
+    figure.colorbar(_show(grid[0, 2], distance, "feature repair distance", "inferno"), ax=grid[0, 2], shrink=0.8)
     _show(grid[0, 3], picture, "distance over input")
     grid[0, 3].imshow(distance, cmap="jet", alpha=0.5, interpolation="bilinear")
     for scale in range(num_scales):
@@ -264,6 +278,8 @@ def write_figures(
 ) -> list[Path]:
     """Write ``<stem>_explanation.png`` for each image and ``samples.png`` (beside the first image's features).
 
+    The images' file names without suffix must differ.
+
     Args:
         model: A trained Fastflow2D.
         images: Image files.
@@ -278,6 +294,10 @@ def write_figures(
     """
     if not images:
         msg = "Give at least one image."
+        raise ValueError(msg)
+    stems = [path.stem for path in images]
+    if len(set(stems)) < len(stems):
+        msg = f"The figures are named after the images, so their names must differ; got {[str(p) for p in images]}."
         raise ValueError(msg)
     out.mkdir(parents=True, exist_ok=True)
     torch_model = model.model.eval()
