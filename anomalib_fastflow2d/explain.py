@@ -267,6 +267,18 @@ def load_image(path: Path, model: Fastflow2D) -> tuple[torch.Tensor, torch.Tenso
     return batch, shown[0].clamp(0, 1)
 
 
+def figure_names(images: Sequence[Path]) -> list[str]:
+    """Name each image's figure after its file name, or after folder and file name where file names repeat.
+
+    MVTec AD repeats file names across its defect folders (``test/stain/000.png``, ``test/good/000.png``).
+    """
+    for names in ([path.stem for path in images], [f"{path.parent.name}_{path.stem}" for path in images]):
+        if len(set(names)) == len(names):
+            return names
+    msg = f"Two images have the same folder and file name, so their figures would overwrite each other: {images}."
+    raise ValueError(msg)
+
+
 def write_figures(
     model: Fastflow2D,
     images: Sequence[Path],
@@ -276,9 +288,9 @@ def write_figures(
     seed: int = 0,
     dpi: int = 80,
 ) -> list[Path]:
-    """Write ``<stem>_explanation.png`` for each image and ``samples.png`` (beside the first image's features).
+    """Write ``<name>_explanation.png`` for each image (see :func:`figure_names`) and ``samples.png``.
 
-    The images' file names without suffix must differ.
+    ``samples.png`` shows the first image's features beside sampled ones.
 
     Args:
         model: A trained Fastflow2D.
@@ -295,16 +307,12 @@ def write_figures(
     if not images:
         msg = "Give at least one image."
         raise ValueError(msg)
-    stems = [path.stem for path in images]
-    if len(set(stems)) < len(stems):
-        msg = f"The figures are named after the images, so their names must differ; got {[str(p) for p in images]}."
-        raise ValueError(msg)
     out.mkdir(parents=True, exist_ok=True)
     torch_model = model.model.eval()
     loaded = [load_image(path, model) for path in images]
     written = []
-    for path, (batch, shown) in zip(images, loaded, strict=True):
-        written.append(out / f"{path.stem}_explanation.png")
+    for name, (batch, shown) in zip(figure_names(images), loaded, strict=True):
+        written.append(out / f"{name}_explanation.png")
         explanation_figure(shown, explain(torch_model, batch, radius)).savefig(written[-1], dpi=dpi)
     first = loaded[0][0]
     generator = torch.Generator().manual_seed(seed)

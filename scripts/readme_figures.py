@@ -7,7 +7,7 @@ Writes to ``docs/images/``:
 
 - ``demo_predictions.png``: demo test images (one per defect type and a good one) with their ground-truth masks,
   Fastflow2D's heatmaps and predicted masks, as anomalib's post-processor normalises and thresholds them;
-- ``<type>_explanation.png`` (``good`` and each defect type) and ``samples.png``: the figures of
+- ``<type>_000_explanation.png`` (``good`` and each defect type) and ``samples.png``: the figures of
   ``python -m anomalib_fastflow2d.explain``.
 
 Example:
@@ -17,8 +17,6 @@ Example:
 """
 
 import argparse
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -88,12 +86,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     images = pick_images(category_root)
     arguments.out.mkdir(parents=True, exist_ok=True)
     predictions_figure(model, category_root, images).savefig(arguments.out / "demo_predictions.png", dpi=80)
-    with tempfile.TemporaryDirectory() as scratch:
-        named = []  # the demo's file names repeat across defect types; the figures are named after the type
-        for image in [images[-1], *images[:-1]]:  # the good image first: samples.png compares with its features
-            named.append(Path(scratch) / f"{image.parent.name}.png")
-            shutil.copyfile(image, named[-1])
-        write_figures(model, named, arguments.out)
+    # The good image first: samples.png compares with its features.
+    write_figures(model, [images[-1], *images[:-1]], arguments.out)
 
 
 if __name__ == "__main__":

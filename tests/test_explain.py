@@ -20,6 +20,7 @@ from anomalib_fastflow2d import AnomalyMapGenerator, Fastflow2D, Fastflow2DModel
 from anomalib_fastflow2d.explain import (
     explain,
     feature_distance,
+    figure_names,
     load_image,
     negative_log_likelihood,
     repair_latent,
@@ -167,18 +168,25 @@ def test_repair_distance_localises_defects_like_the_anomaly_map(trained: tuple[F
 
 def test_explain_command_writes_figures(trained: tuple[Fastflow2D, Path, Path], demo_root: Path, tmp_path: Path):
     _, checkpoint, _ = trained
-    images = sorted((demo_root / "brick" / "test").glob("*/000.png"))[:2]
+    images = [demo_root / "brick" / "test" / kind / "000.png" for kind in ("good", "patch")]
     out = tmp_path / "figures"
     command = [sys.executable, "-m", "anomalib_fastflow2d.explain", "--ckpt_path", str(checkpoint), "--out", str(out)]
     result = run([*command, "--image", *map(str, images)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    expected = [out / f"{path.stem}_explanation.png" for path in images] + [out / "samples.png"]
+    expected = [out / "good_000_explanation.png", out / "patch_000_explanation.png", out / "samples.png"]
     assert result.stdout.split() == list(map(str, expected))
     for path in expected:
         with Image.open(path) as figure:
             figure.verify()
             assert figure.format == "PNG"
             assert min(figure.size) >= 300
+
+
+def test_figures_are_named_after_the_file_and_where_needed_the_folder() -> None:
+    assert figure_names([Path("a/x.png"), Path("b/y.jpg")]) == ["x", "y"]
+    assert figure_names([Path("good/000.png"), Path("stain/000.png")]) == ["good_000", "stain_000"]
+    with pytest.raises(ValueError, match="same folder and file name"):
+        figure_names([Path("one/good/000.png"), Path("two/good/000.png")])
 
 
 def test_explain_command_names_a_missing_image(trained: tuple[Fastflow2D, Path, Path], tmp_path: Path) -> None:
