@@ -211,3 +211,29 @@ def test_anomalib_visualiser_writes_overlays(trained: tuple[Fastflow2D, Path, Pa
             assert overlay.mode == "RGB"
             assert overlay.width > overlay.height >= 64  # anomalib puts image, masks and maps side by side
             assert len(set(overlay.convert("L").getdata())) > 10  # a picture, not a blank canvas
+
+
+def test_explain_auroc_script_prints_both_aurocs(trained: tuple[Fastflow2D, Path, Path], demo_root: Path) -> None:
+    _, checkpoint, _ = trained
+    command = [sys.executable, "-m", "scripts.explain_auroc", "--ckpt_path", str(checkpoint), "--data_root"]
+    result = run([*command, str(demo_root)], cwd=Path(__file__).parent.parent)
+    assert result.returncode == 0, result.stderr
+    rows = [line.strip("| ").split(" | ") for line in result.stdout.splitlines() if line.startswith("| ")]
+    aurocs = {name: float(value) for name, value in rows[2:]}  # after the header and its rule
+    assert set(aurocs) == {"anomaly map", "explanation: feature repair distance", "explanation: NLL of z"}
+    assert all(0.6 < value <= 1.0 for value in aurocs.values())
+    assert "within 0.0001 at all 4032 feature pixels" in result.stdout  # 12 images x (16^2 + 8^2 + 4^2)
+
+
+def test_readme_figures_script_draws_every_picture(
+    trained: tuple[Fastflow2D, Path, Path], demo_root: Path, tmp_path: Path
+) -> None:
+    _, checkpoint, _ = trained
+    command = [sys.executable, "-m", "scripts.readme_figures", "--ckpt_path", str(checkpoint), "--out", str(tmp_path)]
+    result = run([*command, "--data_root", str(demo_root)], cwd=Path(__file__).parent.parent)
+    assert result.returncode == 0, result.stderr
+    names = ["demo_predictions", "good_000_explanation", "patch_000_explanation", "samples"]
+    names += ["scratch_000_explanation", "stain_000_explanation"]
+    assert sorted(path.stem for path in tmp_path.iterdir()) == names
+    with Image.open(tmp_path / "demo_predictions.png") as picture:
+        assert picture.size == (4 * 144, 4 * 144 + 16)  # four images by four rows of 1.8 inches at 80 dpi
