@@ -10,16 +10,18 @@ from torch.nn import functional as F  # noqa: N812
 from anomalib_fastflow2d import AnomalyMapGenerator
 
 
-def test_map_follows_the_papers_definition() -> None:
+@pytest.mark.parametrize("image_size", [(32, 48), (256, 256), (37, 21)])
+def test_map_follows_the_papers_definition(image_size: tuple[int, int]) -> None:
     torch.manual_seed(0)
-    latents = [torch.randn(2, 4, 8, 8), torch.randn(2, 6, 4, 4)]
-    anomaly_map, score = AnomalyMapGenerator()(latents, image_size=(32, 48))
+    latents = [torch.randn(2, 4, 8, 8), torch.randn(2, 6, 4, 4), torch.randn(2, 8, 2, 3)]
+    anomaly_map, score = AnomalyMapGenerator()(latents, image_size=image_size)
 
-    expected = torch.zeros(2, 1, 32, 48)
-    for latent in latents:
-        per_pixel = -torch.exp(-0.5 * (latent**2).mean(dim=1, keepdim=True))
-        expected += F.interpolate(per_pixel, size=(32, 48), mode="bilinear", align_corners=False) / len(latents)
-    assert anomaly_map.shape == (2, 1, 32, 48)
+    per_scale = [
+        F.interpolate(-torch.exp(-0.5 * (latent**2).mean(dim=1, keepdim=True)), size=image_size, mode="bilinear")
+        for latent in latents
+    ]
+    expected = torch.stack(per_scale).mean(dim=0)
+    assert anomaly_map.shape == (2, 1, *image_size)
     assert torch.allclose(anomaly_map, expected, atol=1e-6)
     assert torch.equal(score, anomaly_map.flatten(1).amax(dim=1))
     assert anomaly_map.min() >= -1
