@@ -16,6 +16,10 @@ Modes:
         on one batch of pre-processed size, under ``torch.inference_mode``: the median of timed runs after
         warm-up. The two models take turns run by run, so that a busy machine slows both alike. Pre- and
         post-processing are the same for both models and are left out.
+    ``openvino_fp32_batch1`` ... ``openvino_int8_batch32``: both trained models exported with anomalib's exporter
+        (ONNX opset 18; FP32 weights, FP16 weights, or NNCF INT8 quantisation calibrated on the demo data), run
+        on CPU with the ``openvino`` runtime in full precision (``INFERENCE_PRECISION_HINT=f32``), taking turns
+        as in eager mode. These graphs include pre- and post-processing. ``file_mib`` is the weights file's size.
 
 Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA, reset before each measured step. On CPU it is the
 process's peak resident set (reset likewise on Linux): it includes the libraries, both models' weights, and memory
@@ -51,6 +55,7 @@ from typing import Any
 import torch
 import yaml
 from anomalib.data import Batch, MVTecAD
+from anomalib.deploy import CompressionType
 from anomalib.engine import Engine
 from anomalib.models import AnomalibModule, Fastflow
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
@@ -69,7 +74,25 @@ CANDIDATE = "Fastflow2D"
 EAGER_BATCH_SIZES = (1, 32)
 """Batch sizes of the eager inference modes."""
 
-MODES = ("train", "test", *(f"eager_batch{size}" for size in EAGER_BATCH_SIZES))
+OPENVINO_VARIANTS: dict[str, CompressionType | None] = {
+    "openvino_fp32": None,
+    "openvino_fp16": CompressionType.FP16,
+    "openvino_int8": CompressionType.INT8_PTQ,
+}
+"""Exports timed with the OpenVINO runtime: FP32 weights, FP16 weights, NNCF's INT8 post-training quantisation."""
+
+OPENVINO_BATCH_SIZES = (1, 32)
+"""Batch sizes of the OpenVINO modes."""
+
+OPENVINO_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+"""Full-precision inference, so that both exports compute what their PyTorch models compute (see docs/deployment.md)."""
+
+MODES = (
+    "train",
+    "test",
+    *(f"eager_batch{size}" for size in EAGER_BATCH_SIZES),
+    *(f"{variant}_batch{size}" for variant in OPENVINO_VARIANTS for size in OPENVINO_BATCH_SIZES),
+)
 """Every mode, in table order."""
 
 MEASURES = {
@@ -78,6 +101,7 @@ MEASURES = {
     "epoch_s": "epoch after the first (s)",
     "first_epoch_s": "first epoch (s)",
     "peak_memory_mib": "peak memory (MiB)",
+    "file_mib": "weights file (MiB)",
     "image_auroc": "image AUROC",
     "pixel_auroc": "pixel AUROC",
 }
@@ -334,6 +358,48 @@ def measure_eager(
     return records
 
 
+def export_openvino(model: AnomalibModule, variant: str, datamodule: MVTecAD, root: Path) -> Path:
+    """Export a trained model with anomalib's exporter (ONNX opset 18 for both), compressed as ``variant`` says."""
+    compression = OPENVINO_VARIANTS[variant]
+    return model.to_openvino(
+        export_root=root / variant,
+        compression_type=compression,
+        datamodule=datamodule if compression is CompressionType.INT8_PTQ else None,
+        onnx_kwargs={"opset_version": 18},
+    )
+
+
+def measure_openvino(
+    exports: Mapping[str, Path], variant: str, batch_size: int, flow: FlowSettings, run: RunSettings
+) -> list[Record]:
+    """Median inference time of each export with the OpenVINO runtime on CPU, taking turns as in eager mode."""
+    import openvino  # noqa: PLC0415 - only needed for these modes
+
+    core = openvino.Core()
+    compiled = {name: core.compile_model(path, "CPU", OPENVINO_CONFIG) for name, path in exports.items()}
+    generator = torch.Generator().manual_seed(run.seed)
+    images = torch.rand(batch_size, 3, *flow.input_size, generator=generator).numpy()
+    seconds: dict[str, list[float]] = {name: [] for name in compiled}
+    for model in compiled.values():
+        for _ in range(run.warmup):
+            model(images)
+    for _ in range(run.repeats):
+        for name, model in compiled.items():
+            start = time.perf_counter()
+            model(images)
+            seconds[name].append(time.perf_counter() - start)
+    records = []
+    for name, times in seconds.items():
+        median = statistics.median(times)
+        values = {
+            "images_per_s": batch_size / median,
+            "latency_ms": median * 1000,
+            "file_mib": exports[name].with_suffix(".bin").stat().st_size / MIB,
+        }
+        records.append(Record(name, f"{variant}_batch{batch_size}", values))
+    return records
+
+
 def train_and_test(
     name: str,
     build: Callable[[FlowSettings], AnomalibModule],
@@ -341,8 +407,8 @@ def train_and_test(
     run: RunSettings,
     data_root: Path,
     work_root: Path,
-) -> tuple[nn.Module, list[Record]]:
-    """The trained torch model and the ``train`` and ``test`` records of a fresh model built from the seed."""
+) -> tuple[AnomalibModule, MVTecAD, list[Record]]:
+    """The trained model, its data, and the ``train`` and ``test`` records of a fresh model built from the seed."""
     seed_everything(run.seed, verbose=False)
     model = build(flow)
     datamodule = MVTecAD(
@@ -353,7 +419,7 @@ def train_and_test(
         num_workers=run.num_workers,
     )
     records = measure_training(model, datamodule, run, PeakMemory(torch.device(run.device)), work_root / name)
-    return model.model.to(run.device), list(records)
+    return model, datamodule, list(records)
 
 
 def measure(
@@ -362,16 +428,26 @@ def measure(
     run: RunSettings,
     data_root: Path,
     work_root: Path,
+    openvino: bool = True,
 ) -> list[Record]:
     """Train and test each model in turn, then time their inference side by side; records grouped by mode."""
-    trained: dict[str, nn.Module] = {}
+    trained: dict[str, tuple[AnomalibModule, MVTecAD]] = {}
     records: list[Record] = []
     for name, build in builders.items():
-        trained[name], model_records = train_and_test(name, build, flow, run, data_root, work_root)
+        model, datamodule, model_records = train_and_test(name, build, flow, run, data_root, work_root)
+        trained[name] = (model, datamodule)
         records += model_records
+    torch_models = {name: model.model.to(run.device) for name, (model, _) in trained.items()}
     memory = PeakMemory(torch.device(run.device))
     for batch_size in EAGER_BATCH_SIZES:
-        records += measure_eager(trained, batch_size, flow, run, memory)
+        records += measure_eager(torch_models, batch_size, flow, run, memory)
+    for variant in OPENVINO_VARIANTS if openvino else ():
+        exports = {
+            name: export_openvino(model.cpu(), variant, datamodule, work_root / name / "export")
+            for name, (model, datamodule) in trained.items()
+        }
+        for batch_size in OPENVINO_BATCH_SIZES:
+            records += measure_openvino(exports, variant, batch_size, flow, run)
     return sorted(records, key=lambda record: list(MODES).index(record.mode))
 
 
@@ -494,6 +570,12 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--pre-trained", action="store_true", help="Pretrained backbone weights (needs the hub).")
     cli.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     cli.add_argument("--quick", action="store_true", help="Tiny data and few runs: under 3 minutes on 2 cores.")
+    cli.add_argument(
+        "--openvino",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Export both models and time them with OpenVINO (FP32, FP16, INT8). Default: on.",
+    )
     cli.add_argument("--epochs", type=int, help=f"Training epochs, at least 2. Default: {RunSettings.epochs}.")
     cli.add_argument("--batch-size", type=int, help=f"Training and test batch. Default: {RunSettings.batch_size}.")
     cli.add_argument("--warmup", type=int, help=f"Untimed inference runs. Default: {RunSettings.warmup}.")
@@ -532,7 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_test_anomalous=run.data.num_test_anomalous,
             seed=run.seed,
         )
-        records = measure(builders, flow, run, data_root, Path(scratch) / "runs")
+        records = measure(builders, flow, run, data_root, Path(scratch) / "runs", openvino=arguments.openvino)
     records += ratios(records)
     report = {
         "command": [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)],
