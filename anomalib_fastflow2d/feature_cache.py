@@ -108,7 +108,9 @@ class FeatureCache:
             extracted = extract(images[missing])
             for position, index in enumerate(missing):
                 features = [scale[position].detach().to("cpu", copy=True) for scale in extracted]
-                self._put(keys[index], features)
+                # Non-finite features are used once (the step is then skipped) but never kept.
+                if all(bool(torch.isfinite(feature).all()) for feature in features):
+                    self._put(keys[index], features)
                 per_image[index] = features
         device = images.device
         return [

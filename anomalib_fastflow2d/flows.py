@@ -29,7 +29,7 @@ AFFINE_CLAMPING = 2.0
 
 
 def subnet_constructor(kernel_size: int, hidden_ratio: float) -> Callable[[int, int], nn.Module]:
-    """Return the FrEIA subnet factory for one coupling block: ``conv -> ReLU -> conv``.
+    """Return the FrEIA subnet factory for one coupling block: ``conv -> ReLU -> conv``, output in float32 or wider.
 
     Args:
         kernel_size: Kernel size of both convolutions (1 or 3); padding keeps the spatial size.
@@ -46,9 +46,22 @@ def subnet_constructor(kernel_size: int, hidden_ratio: float) -> Callable[[int, 
             nn.Conv2d(in_channels, hidden_channels, kernel_size, padding=padding),
             nn.ReLU(),
             nn.Conv2d(hidden_channels, out_channels, kernel_size, padding=padding),
+            AtLeastFloat32(),
         )
 
     return build
+
+
+class AtLeastFloat32(nn.Module):
+    """Promote a tensor to float32 (wider types pass unchanged).
+
+    Under bfloat16 autocast only the subnet's convolutions run in bfloat16; the coupling's log-scales, and so the
+    log-determinant and the loss, are computed in float32. Parameter-free, so state-dict keys are unchanged.
+    """
+
+    def forward(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Return ``tensor`` in ``float32``, or in its own type where that is wider."""
+        return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 def softplus_global_scale(pre_activation: torch.Tensor) -> torch.Tensor:
@@ -158,7 +171,7 @@ def _coupling_latent(block: AllInOneBlock, features: torch.Tensor) -> torch.Tens
     directly, and the active half becomes ``x2 * exp(s + log g2) + 0.1 * g2 * a_t + b2``, updated in place.
     """
     passive, active = torch.split(features, block.splits, dim=1)
-    first, _, last = cast("tuple[nn.Conv2d, nn.ReLU, nn.Conv2d]", tuple(block.subnet))
+    first, _, last = cast("tuple[nn.Conv2d, nn.ReLU, nn.Conv2d]", tuple(block.subnet)[:3])
     hidden = F.relu(first(passive), inplace=True)
     scale = block.global_scale_activation(block.global_scale).flatten()
     passive_scale, active_scale = torch.split(scale, block.splits)
