@@ -244,10 +244,11 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
         """
         del epoch, batch_idx
         loss = optimizer_closure() if optimizer_closure is not None else None
-        finite = loss is None or bool(torch.isfinite(loss))
-        finite = finite and all(
-            parameter.grad is None or bool(torch.isfinite(parameter.grad).all()) for parameter in self.parameters()
-        )
+        checked = [parameter.grad for parameter in self.parameters() if parameter.grad is not None]
+        if loss is not None:
+            checked.append(loss)
+        # One device-to-host sync for all tensors, not one per parameter.
+        finite = not checked or bool(torch.stack([torch.isfinite(tensor).all() for tensor in checked]).all())
         if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
             optimizer.step()
             return
