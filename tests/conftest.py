@@ -23,6 +23,18 @@ TINY_DATA: dict[str, Any] = {"image_size": 64, "num_train": 16, "num_test_normal
 TINY_MODEL: dict[str, Any] = {"backbone": "resnet18", "pre_trained": False, "flow_steps": 2, "input_size": (64, 64)}
 """A Fastflow2D that trains in seconds on 2 cores."""
 
+TINY_MODEL_CLI: list[str] = [
+    "--model",
+    "Fastflow2D",
+    "--model.pre_trained",
+    "false",
+    "--model.flow_steps",
+    str(TINY_MODEL["flow_steps"]),
+    "--model.input_size",
+    str(list(TINY_MODEL["input_size"])),
+]
+"""The same tiny model as arguments of the stock anomalib CLI."""
+
 
 ANOMALIB = str(Path(sys.executable).with_name("anomalib"))
 """The stock anomalib command of this environment."""

@@ -18,7 +18,7 @@ from PIL import Image
 
 from anomalib_fastflow2d import Fastflow2D
 from anomalib_fastflow2d.data_checks import DataCheckError
-from tests.conftest import ANOMALIB, TINY_MODEL, run
+from tests.conftest import ANOMALIB, TINY_MODEL, TINY_MODEL_CLI, run
 
 
 def _rgb(source: Path) -> Image.Image:
@@ -170,14 +170,7 @@ def test_stock_cli_names_a_truncated_image(odd_formats_root: Path, tmp_path: Pat
         [
             ANOMALIB,
             "train",
-            "--model",
-            "Fastflow2D",
-            "--model.pre_trained",
-            "false",
-            "--model.flow_steps",
-            "2",
-            "--model.input_size",
-            "[64, 64]",
+            *TINY_MODEL_CLI,
             "--data",
             "Folder",
             "--data.name",

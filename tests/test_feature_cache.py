@@ -10,23 +10,15 @@ import pytest
 import torch
 from anomalib.data import MVTecAD
 from anomalib.engine import Engine
-from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from lightning.pytorch import seed_everything
 from torchvision.transforms import v2
 
 from anomalib_fastflow2d import Fastflow2D
 from anomalib_fastflow2d.feature_cache import FeatureCache
+from benchmarks.stability import EpochLosses
 from tests.conftest import TINY_MODEL
 
 EPOCHS = 3
-
-
-class _EpochLosses(Callback):
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        del pl_module
-        self.losses.append(float(trainer.callback_metrics["train_loss"]))
 
 
 class _CountingExtractor:
@@ -50,7 +42,7 @@ def _train(
     seed_everything(0)
     model = Fastflow2D(**{**TINY_MODEL, **model_arguments})
     counter = _CountingExtractor(model)
-    losses = _EpochLosses()
+    losses = EpochLosses()
     datamodule = MVTecAD(
         root=demo_root,
         category="brick",

@@ -16,7 +16,7 @@ from anomalib.post_processing import PostProcessor
 from lightning.pytorch import seed_everything
 
 from anomalib_fastflow2d import Fastflow2D
-from tests.conftest import ANOMALIB, TINY_MODEL, run
+from tests.conftest import ANOMALIB, TINY_MODEL, TINY_MODEL_CLI, run
 
 
 def _datamodule(root: Path) -> MVTecAD:
@@ -238,14 +238,7 @@ def test_ddp_on_two_cpu_processes_learns_thresholds_over_the_whole_validation_se
         [
             ANOMALIB,
             "train",
-            "--model",
-            "Fastflow2D",
-            "--model.pre_trained",
-            "false",
-            "--model.flow_steps",
-            "2",
-            "--model.input_size",
-            "[64, 64]",
+            *TINY_MODEL_CLI,
             "--data",
             "MVTecAD",
             "--data.root",
