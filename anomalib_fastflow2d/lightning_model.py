@@ -220,9 +220,7 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
         """Return the negative log-likelihood of the batch's features; log it per image and per dimension."""
         del args, kwargs
         images = self._images(batch)
-        latents, log_jacobians = self._encode(self.model.normalise(self._backbone_features(batch, images)))
-        with torch.autocast(images.device.type, enabled=False):
-            loss = self.loss([latent.float() for latent in latents], [value.float() for value in log_jacobians])
+        loss, latents = self.feature_loss(self._backbone_features(batch, images))
         if torch.isfinite(loss):
             batch_size = images.shape[0]
             self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
@@ -398,19 +396,41 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
         self.model: Fastflow2DModel = Fastflow2DModel(pre_trained=False, **arguments)
         self.minimum_input_size = max(self.model.feature_extractor.strides)
 
-    def _predict(self, batch: Batch) -> STEP_OUTPUT:
-        images = self._images(batch)
-        predictions = self._compiled_forward[0](images) if self._compiled_forward else self.model(images)
-        return batch.update(**predictions._asdict())
+    def predict_images(self, images: torch.Tensor) -> InferenceBatch:
+        """Scores and anomaly maps of pre-processed images, through the compiled model when ``compile_mode`` is set.
 
-    def _extract(self, images: torch.Tensor) -> list[torch.Tensor]:
+        The model must be in eval mode; validation, test and prediction steps use this.
+        """
+        if not self._compiled_forward:
+            return self.model(images)
+        # CUDA-graph modes reuse their output memory at the next call: copies keep this call's results valid.
+        torch.compiler.cudagraph_mark_step_begin()
+        predictions = self._compiled_forward[0](images)
+        return InferenceBatch(**{key: _copy(value) for key, value in predictions._asdict().items()})
+
+    def extract_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The frozen backbone's features of pre-processed images (compiled when ``compile_mode`` is set)."""
         return self._compiled_extractor[0](images) if self._compiled_extractor else self.model.feature_extractor(images)
 
-    def _encode(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        if not self._compiled_flows:
-            return self.model.encode(features)
-        outputs = [flow(feature) for flow, feature in zip(self._compiled_flows, features, strict=True)]
-        return [latent for latent, _ in outputs], [log_jacobian for _, log_jacobian in outputs]
+    def feature_loss(self, backbone_features: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The training loss of backbone features, and the latents it was computed from.
+
+        The features are normalised and encoded by the (compiled, if asked) flows; the loss is computed in float32
+        even under mixed precision, because log-determinants summed over a feature map lose too much in bfloat16.
+        """
+        features = self.model.normalise(backbone_features)
+        if self._compiled_flows:
+            torch.compiler.cudagraph_mark_step_begin()
+            outputs = [flow(feature) for flow, feature in zip(self._compiled_flows, features, strict=True)]
+            latents, log_jacobians = [latent for latent, _ in outputs], [log_jacobian for _, log_jacobian in outputs]
+        else:
+            latents, log_jacobians = self.model.encode(features)
+        with torch.autocast(latents[0].device.type, enabled=False):
+            loss = self.loss([latent.float() for latent in latents], [value.float() for value in log_jacobians])
+        return loss, latents
+
+    def _predict(self, batch: Batch) -> STEP_OUTPUT:
+        return batch.update(**self.predict_images(self._images(batch))._asdict())
 
     def _backbone_features(self, batch: Batch, images: torch.Tensor) -> list[torch.Tensor]:
         """The frozen backbone's features of a training batch, from the feature cache where possible."""
@@ -418,7 +438,7 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
         if not self._feature_cache_planned:
             self._feature_cache_planned = True
             if keys is not None:
-                features = self._extract(images)
+                features = self.extract_features(images)
                 bytes_per_image = sum(feature[0].numel() * feature.element_size() for feature in features)
                 self.feature_cache = FeatureCache.plan(
                     bytes_per_image=bytes_per_image,
@@ -430,8 +450,8 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
                     return self.feature_cache.features(list(keys), images, lambda _: features)
                 return features
         if self.feature_cache is None or keys is None:
-            return self._extract(images)
-        return self.feature_cache.features(list(keys), images, self._extract)
+            return self.extract_features(images)
+        return self.feature_cache.features(list(keys), images, self.extract_features)
 
     def _check_input_size(self, size: Sequence[int] | None) -> None:
         if size is not None and min(size) < self.minimum_input_size:
@@ -448,3 +468,7 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
             raise ValueError(msg)
         self._check_input_size(batch.image.shape[-2:])
         return batch.image
+
+
+def _copy(value: torch.Tensor | None) -> torch.Tensor | None:
+    return None if value is None else value.clone()

@@ -15,7 +15,11 @@ Modes:
     ``eager_batch1``, ``eager_batch32``: eval forward of the trained torch model (backbone, flows, anomaly map)
         on one batch of pre-processed size, under ``torch.inference_mode``: the median of timed runs after
         warm-up. The two models take turns run by run, so that a busy machine slows both alike. Pre- and
-        post-processing are the same for both models and are left out.
+        post-processing are the same for both models and are left out. Fastflow2D runs through
+        :meth:`Fastflow2D.predict_images`, so a ``compile_mode`` given with ``--fastflow2d-arg`` is used.
+    ``train_step_batch32``: one optimizer step (backbone, flows, loss, backward, Adam) on a fixed batch of 32
+        images, timed like the eager modes. Fastflow2D's backbone runs here too: the step leaves the feature
+        cache out, whose gain shows in the ``train`` mode.
     ``openvino_fp32_batch1`` ... ``openvino_int8_batch32``: both trained models exported with anomalib's exporter
         (ONNX opset 18; FP32 weights, FP16 weights, or NNCF INT8 quantisation calibrated on the demo data), run
         on CPU with the ``openvino`` runtime in full precision (``INFERENCE_PRECISION_HINT=f32``), taking turns
@@ -32,6 +36,10 @@ Example:
         python benchmarks/speed.py --quick                      # under 3 minutes on 2 CPU cores
         python benchmarks/speed.py --device cuda --output results/speed-gpu.json
         python benchmarks/speed.py --fastflow2d-arg image_score=topk_mean   # any extra Fastflow2D argument
+        python benchmarks/speed.py --device cuda --precision bf16-mixed --fastflow2d-arg compile_mode=reduce-overhead
+
+``--precision bf16-mixed`` trains both models with Lightning's bfloat16 mixed precision and runs the eager and
+training-step modes under bfloat16 autocast.
 """
 
 import argparse
@@ -48,9 +56,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import yaml
@@ -59,7 +67,6 @@ from anomalib.deploy import CompressionType
 from anomalib.engine import Engine
 from anomalib.models import AnomalibModule, Fastflow
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
-from torch import nn
 
 from anomalib_fastflow2d import Fastflow2D
 from anomalib_fastflow2d.demo_data import generate_demo_dataset
@@ -73,6 +80,12 @@ CANDIDATE = "Fastflow2D"
 
 EAGER_BATCH_SIZES = (1, 32)
 """Batch sizes of the eager inference modes."""
+
+TRAIN_STEP_BATCH_SIZE = 32
+"""Batch size of the training-step mode."""
+
+PRECISIONS = ("32-true", "bf16-mixed")
+"""Lightning precisions the run can use; the second also puts the eager and step modes under bfloat16 autocast."""
 
 OPENVINO_VARIANTS: dict[str, CompressionType | None] = {
     "openvino_fp32": None,
@@ -91,6 +104,7 @@ MODES = (
     "train",
     "test",
     *(f"eager_batch{size}" for size in EAGER_BATCH_SIZES),
+    f"train_step_batch{TRAIN_STEP_BATCH_SIZE}",
     *(f"{variant}_batch{size}" for variant in OPENVINO_VARIANTS for size in OPENVINO_BATCH_SIZES),
 )
 """Every mode, in table order."""
@@ -138,6 +152,7 @@ class RunSettings:
     """How long and how often each model is measured."""
 
     device: str = "cpu"
+    precision: str = "32-true"
     epochs: int = 5
     batch_size: int = 16
     warmup: int = 3
@@ -259,6 +274,26 @@ class EpochTimer(Callback):
         self.images.append(self._count)
 
 
+def autocast(run: RunSettings) -> torch.autocast:
+    """bfloat16 autocast on the run's device under ``bf16-mixed``; a disabled one otherwise."""
+    device_type = torch.device(run.device).type
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=run.precision == "bf16-mixed")
+
+
+def inference_function(module: AnomalibModule) -> Callable[[torch.Tensor], Any]:
+    """What eval-mode inference of pre-processed images runs: Fastflow2D's (maybe compiled) model, or the model."""
+    if isinstance(module, Fastflow2D):
+        return module.predict_images
+    return module.model
+
+
+def training_loss_function(module: AnomalibModule) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The training loss of a batch of pre-processed images, as each model's ``training_step`` computes it."""
+    if isinstance(module, Fastflow2D):
+        return lambda images: module.feature_loss(module.extract_features(images))[0]
+    return lambda images: module.loss(*module.model(images))
+
+
 def build_fastflow2d(flow: FlowSettings, extra_arguments: Mapping[str, Any]) -> AnomalibModule:
     """Fastflow2D with the shared settings and any extra arguments of ``--fastflow2d-arg``."""
     return Fastflow2D(
@@ -298,6 +333,7 @@ def measure_training(
         default_root_dir=root,
         accelerator=device.type,
         devices=1,
+        precision=run.precision,
         max_epochs=run.epochs,
         check_val_every_n_epoch=run.epochs,
         enable_progress_bar=False,
@@ -322,40 +358,90 @@ def measure_training(
     return Record(name, "train", train), Record(name, "test", test)
 
 
-def measure_eager(
-    models: Mapping[str, nn.Module], batch_size: int, flow: FlowSettings, run: RunSettings, memory: PeakMemory
-) -> list[Record]:
-    """Median eval-forward time of each model over ``run.repeats`` turns after ``run.warmup``, on one fixed batch."""
-    device = torch.device(run.device)
-    synchronize = synchronizer(device)
+def time_in_turns(
+    functions: Mapping[str, Callable[[], object]], run: RunSettings, memory: PeakMemory
+) -> dict[str, tuple[float, float]]:
+    """Median seconds and peak memory (MiB) of each function over ``run.repeats`` turns after ``run.warmup`` calls.
+
+    The functions take turns call by call, so that a busy machine slows them alike.
+    """
+    synchronize = synchronizer(torch.device(run.device))
+    for function in functions.values():
+        for _ in range(run.warmup):
+            function()
+    seconds: dict[str, list[float]] = {name: [] for name in functions}
+    peak = dict.fromkeys(functions, 0.0)
+    for _ in range(run.repeats):
+        for name, function in functions.items():
+            synchronize()
+            memory.reset()
+            start = time.perf_counter()
+            function()
+            synchronize()
+            seconds[name].append(time.perf_counter() - start)
+            peak[name] = max(peak[name], memory.peak_mib())
+    return {name: (statistics.median(times), peak[name]) for name, times in seconds.items()}
+
+
+def timed_records(mode: str, batch_size: int, timings: Mapping[str, tuple[float, float]]) -> list[Record]:
+    """Images/s, latency and peak memory of each model from :func:`time_in_turns`."""
+    return [
+        Record(name, mode, {"images_per_s": batch_size / median, "latency_ms": median * 1000, "peak_memory_mib": peak})
+        for name, (median, peak) in timings.items()
+    ]
+
+
+def fixed_images(batch_size: int, flow: FlowSettings, run: RunSettings) -> torch.Tensor:
+    """The same random pre-processed batch for every model."""
     generator = torch.Generator().manual_seed(run.seed)
-    images = torch.randn(batch_size, 3, *flow.input_size, generator=generator).to(device)
-    seconds: dict[str, list[float]] = {name: [] for name in models}
-    peak = dict.fromkeys(models, 0.0)
-    with torch.inference_mode():
-        for model in models.values():
-            model.eval()
-            for _ in range(run.warmup):
-                model(images)
-        for _ in range(run.repeats):
-            for name, model in models.items():
-                memory.reset()
-                synchronize()
-                start = time.perf_counter()
-                model(images)
-                synchronize()
-                seconds[name].append(time.perf_counter() - start)
-                peak[name] = max(peak[name], memory.peak_mib())
-    records = []
-    for name, times in seconds.items():
-        median = statistics.median(times)
-        values = {
-            "images_per_s": batch_size / median,
-            "latency_ms": median * 1000,
-            "peak_memory_mib": peak[name],
-        }
-        records.append(Record(name, f"eager_batch{batch_size}", values))
-    return records
+    return torch.randn(batch_size, 3, *flow.input_size, generator=generator).to(run.device)
+
+
+def measure_eager(
+    models: Mapping[str, AnomalibModule], batch_size: int, flow: FlowSettings, run: RunSettings, memory: PeakMemory
+) -> list[Record]:
+    """Median eval-forward time of each model on one fixed batch, under ``torch.inference_mode``."""
+    images = fixed_images(batch_size, flow, run)
+    functions = {}
+    for name, model in models.items():
+        model.eval()
+        functions[name] = partial(inference_function(model), images)
+    with torch.inference_mode(), autocast(run):
+        timings = time_in_turns(functions, run, memory)
+    return timed_records(f"eager_batch{batch_size}", batch_size, timings)
+
+
+def measure_training_step(
+    models: Mapping[str, AnomalibModule], flow: FlowSettings, run: RunSettings, memory: PeakMemory
+) -> list[Record]:
+    """Median time of one optimizer step of each model on one fixed batch (this changes the models' weights)."""
+    images = fixed_images(TRAIN_STEP_BATCH_SIZE, flow, run)
+
+    def step(loss_of: Callable[[torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(run):
+            loss = loss_of(images)
+        loss.backward()
+        optimizer.step()
+
+    functions = {}
+    for name, model in models.items():
+        model.train()
+        functions[name] = partial(step, training_loss_function(model), optimizer_of(model))
+    timings = time_in_turns(functions, run, memory)
+    for model in models.values():
+        model.eval()
+    return timed_records(f"train_step_batch{TRAIN_STEP_BATCH_SIZE}", TRAIN_STEP_BATCH_SIZE, timings)
+
+
+def optimizer_of(model: AnomalibModule) -> torch.optim.Optimizer:
+    """The model's own optimizer, from ``configure_optimizers`` in any of the forms Lightning accepts here."""
+    configured: Any = model.configure_optimizers()
+    if isinstance(configured, dict):
+        configured = configured["optimizer"]
+    if isinstance(configured, list | tuple):
+        configured = configured[0]
+    return cast("torch.optim.Optimizer", configured)
 
 
 def export_openvino(model: AnomalibModule, variant: str, datamodule: MVTecAD, root: Path) -> Path:
@@ -437,10 +523,11 @@ def measure(
         model, datamodule, model_records = train_and_test(name, build, flow, run, data_root, work_root)
         trained[name] = (model, datamodule)
         records += model_records
-    torch_models = {name: model.model.to(run.device) for name, (model, _) in trained.items()}
+    modules = {name: model.to(run.device) for name, (model, _) in trained.items()}
     memory = PeakMemory(torch.device(run.device))
     for batch_size in EAGER_BATCH_SIZES:
-        records += measure_eager(torch_models, batch_size, flow, run, memory)
+        records += measure_eager(modules, batch_size, flow, run, memory)
+    records += measure_training_step(modules, flow, run, memory)
     for variant in OPENVINO_VARIANTS if openvino else ():
         exports = {
             name: export_openvino(model.cpu(), variant, datamodule, work_root / name / "export")
@@ -505,12 +592,20 @@ def machine(device: torch.device) -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     """Versions of what is measured, and the repository's commit (``+dirty`` with uncommitted changes)."""
-    found = {package: version(package) for package in ("anomalib-fastflow2d", "anomalib", "torch", "timm", "lightning")}
+    packages = ("anomalib-fastflow2d", "anomalib", "torch", "timm", "lightning")
+    found = {package: _version(package) for package in packages}
     try:
         commit, dirty = _git("rev-parse", "HEAD"), _git("status", "--porcelain")
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", ""
     return {"python": platform.python_version(), **found, "commit": commit + ("+dirty" if dirty else "")}
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:  # imported from a source tree on PYTHONPATH
+        return "not installed"
 
 
 def _git(*arguments: str) -> str:
@@ -549,7 +644,7 @@ def settings_from(arguments: argparse.Namespace) -> tuple[FlowSettings, RunSetti
         for name in ("epochs", "batch_size", "warmup", "repeats", "num_workers")
         if getattr(arguments, name) is not None
     }
-    run = replace(run, device=arguments.device, seed=arguments.seed, **overrides)
+    run = replace(run, device=arguments.device, precision=arguments.precision, seed=arguments.seed, **overrides)
     if run.epochs < 2:  # noqa: PLR2004 - one epoch to warm up, one to time
         msg = f"--epochs must be at least 2 (the first epoch is not timed), got {run.epochs}."
         raise ValueError(msg)
@@ -569,6 +664,12 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--hidden-ratio", type=float, help="Subnet hidden channel ratio. Default: the preset's.")
     cli.add_argument("--pre-trained", action="store_true", help="Pretrained backbone weights (needs the hub).")
     cli.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    cli.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=PRECISIONS[0],
+        help="Lightning precision of training; bf16-mixed also autocasts the eager and step modes. Default: 32-true.",
+    )
     cli.add_argument("--quick", action="store_true", help="Tiny data and few runs: under 3 minutes on 2 cores.")
     cli.add_argument(
         "--openvino",
