@@ -26,19 +26,24 @@ log = logging.getLogger(__name__)
 DISK_HEADROOM = 1.2
 """A disk cache is used only where the disk has this many times its estimated size free."""
 
+GPU_SHARE = 0.25
+"""A GPU-resident cache may take at most this fraction of the GPU memory free when training starts."""
+
 
 class CacheStorage(Enum):
     """Where cached features are kept."""
 
     MEMORY = "memory"
     DISK = "disk"
+    GPU = "gpu"
 
 
 class FeatureCache:
-    """Backbone features of training images, in memory or in a folder, keyed by image path.
+    """Backbone features of training images, in GPU memory, host memory or a folder, keyed by image path.
 
     Args:
-        storage: Memory, or one file per image in ``directory``.
+        storage: GPU memory (the device the features come from), host memory, or one file per image in
+            ``directory``.
         directory: Folder for the disk cache; it is created, and removed by :meth:`clear`.
     """
 
@@ -60,13 +65,22 @@ class FeatureCache:
         num_images: int,
         memory_limit_mb: float,
         directory: Path,
+        device: torch.device | None = None,
     ) -> "FeatureCache | None":
-        """Choose memory, disk or no cache for ``num_images`` images, and say which in one log line.
+        """Choose GPU, host memory, disk or no cache for ``num_images`` images, and say which in one log line.
+
+        On a CUDA ``device`` the cache stays in GPU memory where it fits both ``memory_limit_mb`` and a quarter of
+        the free GPU memory: copying features from the host every step would cost about what the backbone saves.
 
         Returns:
             The cache, or ``None`` where neither memory nor disk can hold it (features are then recomputed).
         """
         total_mb = bytes_per_image * num_images / 2**20
+        if device is not None and device.type == "cuda" and total_mb <= memory_limit_mb:
+            free_mb = torch.cuda.mem_get_info(device)[0] / 2**20
+            if total_mb <= GPU_SHARE * free_mb:
+                log.info("Feature cache: in GPU memory, about %.0f MB for %d images.", total_mb, num_images)
+                return cls(CacheStorage.GPU)
         if total_mb <= memory_limit_mb:
             log.info("Feature cache: in memory, about %.0f MB for %d images.", total_mb, num_images)
             return cls(CacheStorage.MEMORY)
@@ -106,8 +120,9 @@ class FeatureCache:
         missing = [index for index, features in enumerate(per_image) if features is None]
         if missing:
             extracted = extract(images[missing])
+            home = images.device if self.storage is CacheStorage.GPU else torch.device("cpu")
             for position, index in enumerate(missing):
-                features = [scale[position].detach().to("cpu", copy=True) for scale in extracted]
+                features = [scale[position].detach().to(home, copy=True) for scale in extracted]
                 # Non-finite features are used once (the step is then skipped) but never kept.
                 if all(bool(torch.isfinite(feature).all()) for feature in features):
                     self._put(keys[index], features)
@@ -134,14 +149,14 @@ class FeatureCache:
         return self.directory / f"{hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()}.pt"
 
     def _get(self, key: str) -> list[torch.Tensor] | None:
-        if self.storage is CacheStorage.MEMORY:
+        if self.storage is not CacheStorage.DISK:
             return self._memory.get(key)
         if key not in self._on_disk:
             return None
         return list(torch.load(self._file(key), weights_only=True))
 
     def _put(self, key: str, features: list[torch.Tensor]) -> None:
-        if self.storage is CacheStorage.MEMORY:
+        if self.storage is not CacheStorage.DISK:
             self._memory[key] = features
             return
         torch.save(features, self._file(key))

@@ -445,6 +445,7 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
                     num_images=len(self.trainer.train_dataloader.dataset),  # type: ignore[union-attr]
                     memory_limit_mb=self.feature_cache_limit_mb,
                     directory=Path(self.trainer.default_root_dir) / "feature_cache" / f"rank{self.global_rank}",
+                    device=images.device,
                 )
                 if self.feature_cache is not None:
                     return self.feature_cache.features(list(keys), images, lambda _: features)
@@ -467,7 +468,8 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
             msg = "Fastflow2D needs batches with images; the datamodule returned a batch without an `image` field."
             raise ValueError(msg)
         self._check_input_size(batch.image.shape[-2:])
-        return batch.image
+        # A plain tensor: torch.compile recurses without end through torchvision's tv_tensors.Image (torch 2.11).
+        return batch.image.as_subclass(torch.Tensor)
 
 
 def _copy(value: torch.Tensor | None) -> torch.Tensor | None:

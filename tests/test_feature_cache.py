@@ -14,7 +14,7 @@ from lightning.pytorch import seed_everything
 from torchvision.transforms import v2
 
 from anomalib_fastflow2d import Fastflow2D
-from anomalib_fastflow2d.feature_cache import FeatureCache
+from anomalib_fastflow2d.feature_cache import CacheStorage, FeatureCache
 from benchmarks.stability import EpochLosses
 from tests.conftest import TINY_MODEL
 
@@ -123,3 +123,39 @@ def test_without_memory_or_disk_room_features_are_recomputed(tmp_path: Path, cap
     assert cache is None
     assert "Feature cache: off" in caplog.text
     assert "recomputed every epoch" in caplog.text
+
+
+def test_on_a_gpu_the_cache_stays_in_gpu_memory_where_a_quarter_of_the_free_memory_holds_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    free_bytes = 1000 * 2**20
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda _device: (free_bytes, 2 * free_bytes))
+    cuda = torch.device("cuda", 0)
+
+    def plan(num_images: int, memory_limit_mb: float) -> FeatureCache | None:
+        return FeatureCache.plan(2**20, num_images, memory_limit_mb, tmp_path / str(num_images), device=cuda)
+
+    with caplog.at_level(logging.INFO, logger="anomalib_fastflow2d"):
+        fits = plan(num_images=250, memory_limit_mb=4096)
+        over_a_quarter = plan(num_images=251, memory_limit_mb=4096)
+        over_the_limit = plan(num_images=200, memory_limit_mb=100)
+    storages = [cache.storage if cache is not None else None for cache in (fits, over_a_quarter, over_the_limit)]
+    assert storages == [CacheStorage.GPU, CacheStorage.MEMORY, CacheStorage.DISK]
+    assert "Feature cache: in GPU memory, about 250 MB for 250 images." in caplog.text
+
+
+def test_a_device_cache_keeps_features_where_they_were_extracted_and_extracts_once() -> None:
+    cache = FeatureCache(CacheStorage.GPU)
+    images = torch.randn(3, 2, 4, 4)
+    calls = []
+
+    def extract(batch: torch.Tensor) -> list[torch.Tensor]:
+        calls.append(len(batch))
+        return [batch * 2, batch.mean(dim=1, keepdim=True)]
+
+    first = cache.features(["a", "b", "c"], images, extract)
+    again = cache.features(["c", "a"], images[[2, 0]], extract)
+    assert calls == [3]
+    assert len(cache) == 3
+    torch.testing.assert_close(again[0], first[0][[2, 0]], rtol=0, atol=0)
+    assert again[1].device == images.device

@@ -123,6 +123,7 @@ def test_quick_run_writes_every_record_with_finite_values(tmp_path: Path) -> Non
         "test": {"image_auroc", "pixel_auroc"},
         "eager_batch1": {"images_per_s", "latency_ms", "peak_memory_mib"},
         "eager_batch32": {"images_per_s", "latency_ms", "peak_memory_mib"},
+        "train_step_batch32": {"images_per_s", "latency_ms", "peak_memory_mib"},
     }
     openvino = {"images_per_s", "latency_ms", "file_mib"}
     for (model, mode), values in records.items():
