@@ -28,6 +28,10 @@ AFFINE_CLAMPING = 2.0
 """Bound on the coupling's log-scale (FrEIA's ``affine_clamping``): keeps ``exp(s)`` finite early in training."""
 
 
+CHANNELS_LAST_GATHER_MIN = 256
+"""From this many channels on, channels-last features are permuted by a gather rather than a 1x1 convolution."""
+
+
 def subnet_constructor(kernel_size: int, hidden_ratio: float) -> Callable[[int, int], nn.Module]:
     """Return the FrEIA subnet factory for one coupling block: ``conv -> ReLU -> conv``, output in float32 or wider.
 
@@ -119,7 +123,11 @@ class Flow2D(nn.Module):
             block.global_scale_activation = softplus_global_scale
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Map features to latents.
+        """Map features to latents, as FrEIA's ``SequenceINN`` does, with each block's permutation as a gather.
+
+        FrEIA permutes channels with a 1x1 convolution by a 0/1 matrix: ``C^2`` multiply-adds per pixel, which for
+        the ViT presets' 768 channels is about half of a flow's arithmetic. Gathering the channels moves the same
+        values with no arithmetic, and keeps float32 latents float32 under bfloat16 autocast.
 
         Args:
             features: Feature map of shape ``(N, C, H, W)``.
@@ -127,8 +135,11 @@ class Flow2D(nn.Module):
         Returns:
             The latent map ``z`` of shape ``(N, C, H, W)`` and ``log|det dz/dx|`` of shape ``(N,)``.
         """
-        latent, log_jacobian = self.inn(features)
-        return latent, log_jacobian
+        log_jacobian = features.new_zeros(features.shape[0], dtype=torch.promote_types(features.dtype, torch.float32))
+        for block in self.inn.module_list:
+            features, block_log_jacobian = _coupling_forward(cast("AllInOneBlock", block), features)
+            log_jacobian = log_jacobian + block_log_jacobian
+        return features, log_jacobian
 
     def latent(self, features: torch.Tensor) -> torch.Tensor:
         """The latent map of :meth:`forward` without the log-Jacobian, for inference.
@@ -161,6 +172,40 @@ class Flow2D(nn.Module):
         return features
 
 
+def _coupling_forward(block: AllInOneBlock, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One coupling block's output and log-Jacobian, as :meth:`AllInOneBlock.forward` computes them.
+
+    FrEIA's block computes ``P((x1, x2 * exp(s) + t) * g + b)`` (see :func:`_coupling_latent`), whose
+    log-Jacobian is ``sum(s) + H * W * sum(log g)``.
+    """
+    passive, active = torch.split(features, block.splits, dim=1)
+    coefficients = 0.1 * block.subnet(passive)
+    log_scale = block.clamp * torch.tanh(coefficients[:, : block.splits[1]])
+    active = active * torch.exp(log_scale) + coefficients[:, block.splits[1] :]
+    scale = block.global_scale_activation(block.global_scale)
+    mixed = torch.cat((passive, active), dim=1) * scale + block.global_offset
+    pixels = features.shape[2] * features.shape[3]
+    log_jacobian = log_scale.sum(dim=(1, 2, 3)) + pixels * torch.log(scale).sum()
+    return _permute_channels(mixed, block), log_jacobian
+
+
+def _permute_channels(features: torch.Tensor, block: AllInOneBlock) -> torch.Tensor:
+    """``P x`` for the block's 0/1 permutation matrix ``P``, keeping a channels-last layout channels-last.
+
+    Output channel ``i`` is input channel ``j`` where ``P[i, j] = 1``. On a contiguous tensor a gather copies
+    whole channel planes. On a channels-last tensor with fewer than :data:`CHANNELS_LAST_GATHER_MIN` channels,
+    FrEIA's 1x1 convolution by ``P`` is faster on CPU than a gather within each pixel (measured with oneDNN:
+    2x at 64 channels, 2.5x slower at 768), and exact, as each output sums one input times 1.
+    """
+    if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
+        if features.shape[1] < CHANNELS_LAST_GATHER_MIN:
+            return F.conv2d(features, block.w_perm.to(features.dtype))
+        order = block.w_perm.flatten(1).argmax(dim=1)
+        return features.permute(0, 2, 3, 1)[..., order].permute(0, 3, 1, 2)
+    # The order is read from w_perm at every call, so that it follows the matrix a checkpoint loads.
+    return features[:, block.w_perm.flatten(1).argmax(dim=1)]
+
+
 def _coupling_latent(block: AllInOneBlock, features: torch.Tensor) -> torch.Tensor:
     """One coupling block's output, as :meth:`AllInOneBlock.forward` computes it, without its log-Jacobian.
 
@@ -186,6 +231,4 @@ def _coupling_latent(block: AllInOneBlock, features: torch.Tensor) -> torch.Tens
     growth = torch.add(torch.log(active_scale)[:, None, None], torch.tanh(log_scale), alpha=block.clamp).exp_()
     active_out = active_out.addcmul_(active, growth)
     passive_out = torch.addcmul(passive_offset[:, None, None], passive, passive_scale[:, None, None])
-    # As in FrEIA: a 1x1 convolution with the 0/1 matrix moves each channel exactly, and on channels-last
-    # tensors it is a cheap matrix product where a channel gather would reorder memory.
-    return F.conv2d(torch.cat((passive_out, active_out), dim=1), block.w_perm)
+    return _permute_channels(torch.cat((passive_out, active_out), dim=1), block)

@@ -515,14 +515,21 @@ def measure(
     data_root: Path,
     work_root: Path,
     openvino: bool = True,
+    inference: bool = True,
 ) -> list[Record]:
-    """Train and test each model in turn, then time their inference side by side; records grouped by mode."""
+    """Train and test each model in turn, then time their inference side by side; records grouped by mode.
+
+    With ``inference=False`` only the ``train`` and ``test`` records are made; ``openvino=False`` leaves out the
+    OpenVINO modes.
+    """
     trained: dict[str, tuple[AnomalibModule, MVTecAD]] = {}
     records: list[Record] = []
     for name, build in builders.items():
         model, datamodule, model_records = train_and_test(name, build, flow, run, data_root, work_root)
         trained[name] = (model, datamodule)
         records += model_records
+    if not inference:
+        return sorted(records, key=lambda record: list(MODES).index(record.mode))
     modules = {name: model.to(run.device) for name, (model, _) in trained.items()}
     memory = PeakMemory(torch.device(run.device))
     for batch_size in EAGER_BATCH_SIZES:
@@ -644,7 +651,10 @@ def settings_from(arguments: argparse.Namespace) -> tuple[FlowSettings, RunSetti
         for name in ("epochs", "batch_size", "warmup", "repeats", "num_workers")
         if getattr(arguments, name) is not None
     }
-    run = replace(run, device=arguments.device, precision=arguments.precision, seed=arguments.seed, **overrides)
+    data = run.data if arguments.num_train is None else replace(run.data, num_train=arguments.num_train)
+    run = replace(
+        run, device=arguments.device, precision=arguments.precision, seed=arguments.seed, data=data, **overrides
+    )
     if run.epochs < 2:  # noqa: PLR2004 - one epoch to warm up, one to time
         msg = f"--epochs must be at least 2 (the first epoch is not timed), got {run.epochs}."
         raise ValueError(msg)
@@ -677,12 +687,22 @@ def parser() -> argparse.ArgumentParser:
         default=True,
         help="Export both models and time them with OpenVINO (FP32, FP16, INT8). Default: on.",
     )
+    cli.add_argument(
+        "--train-only",
+        action="store_true",
+        help="Only the train and test modes: for backbones too slow to time at batch 32 on a CPU.",
+    )
     cli.add_argument("--epochs", type=int, help=f"Training epochs, at least 2. Default: {RunSettings.epochs}.")
     cli.add_argument("--batch-size", type=int, help=f"Training and test batch. Default: {RunSettings.batch_size}.")
     cli.add_argument("--warmup", type=int, help=f"Untimed inference runs. Default: {RunSettings.warmup}.")
     cli.add_argument("--repeats", type=int, help=f"Timed inference runs. Default: {RunSettings.repeats}.")
     cli.add_argument("--num-workers", type=int, help="Data loader workers. Default: 0.")
     cli.add_argument("--seed", type=int, default=RunSettings.seed)
+    cli.add_argument(
+        "--num-train",
+        type=int,
+        help=f"Generated training images (with no --data-root). Default: {DataSettings.num_train}.",
+    )
     cli.add_argument("--data-root", type=Path, help="Existing demo data. Default: generated in a temporary folder.")
     cli.add_argument(
         "--fastflow2d-arg",
@@ -715,7 +735,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_test_anomalous=run.data.num_test_anomalous,
             seed=run.seed,
         )
-        records = measure(builders, flow, run, data_root, Path(scratch) / "runs", openvino=arguments.openvino)
+        records = measure(
+            builders,
+            flow,
+            run,
+            data_root,
+            Path(scratch) / "runs",
+            openvino=arguments.openvino,
+            inference=not arguments.train_only,
+        )
     records += ratios(records)
     report = {
         "command": [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)],

@@ -10,7 +10,13 @@ from FrEIA.modules import AllInOneBlock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from anomalib_fastflow2d.flows import AFFINE_CLAMPING, Flow2D, kernel_pattern, subnet_constructor
+from anomalib_fastflow2d.flows import (
+    AFFINE_CLAMPING,
+    CHANNELS_LAST_GATHER_MIN,
+    Flow2D,
+    kernel_pattern,
+    subnet_constructor,
+)
 
 
 @pytest.fixture
@@ -51,13 +57,40 @@ def test_float32_latent_is_as_close_to_the_float64_truth_as_freias(conv3x3_only:
                 parameter.add_(0.05 * torch.randn_like(parameter))
     features = 2 * torch.randn(2, 64, 12, 12)
     with torch.no_grad():
-        truth, _ = copy.deepcopy(flow).double()(features.double())
-        freia, _ = flow(features)
-        ours = flow.latent(features.contiguous(memory_format=torch.channels_last))
+        truth, _ = copy.deepcopy(flow).double().inn(features.double())
+        freia, _ = flow.inn(features)
+        forward, _ = flow(features)
+        latent = flow.latent(features.contiguous(memory_format=torch.channels_last))
     freia_error = ((freia.double() - truth).abs() / (1 + truth.abs())).max().item()
-    our_error = ((ours.double() - truth).abs() / (1 + truth.abs())).max().item()
     assert freia_error < 1e-5
-    assert our_error < 2 * freia_error
+    for ours in (forward, latent):
+        assert ((ours.double() - truth).abs() / (1 + truth.abs())).max().item() < 2 * freia_error
+
+
+def test_forward_log_jacobian_and_gradients_equal_freias(flow: Flow2D) -> None:
+    features = torch.randn(2, 6, 5, 4, dtype=torch.float64)
+    parameters = [parameter for parameter in flow.parameters() if parameter.requires_grad]
+    outputs = {"ours": flow(features), "FrEIA": flow.inn(features)}
+    gradients = {
+        name: torch.autograd.grad(latent.square().sum() - log_jacobian.sum(), parameters)
+        for name, (latent, log_jacobian) in outputs.items()
+    }
+    torch.testing.assert_close(outputs["ours"], outputs["FrEIA"], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gradients["ours"], gradients["FrEIA"], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("channels", [6, CHANNELS_LAST_GATHER_MIN])  # permuted by a 1x1 convolution, by a gather
+def test_channels_last_features_stay_channels_last_through_the_flow(channels: int) -> None:
+    torch.manual_seed(2)
+    flow = Flow2D(channels=channels, flow_steps=2, conv3x3_only=False, hidden_ratio=0.5).double()
+    features = torch.randn(2, channels, 5, 4, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        latent = flow.latent(features)
+        forward, _ = flow(features)
+        freia, _ = flow.inn(features.contiguous())
+    assert latent.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(latent, freia, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(forward, freia, rtol=1e-12, atol=1e-12)
 
 
 def test_latent_gradients_match_freias(flow: Flow2D) -> None:
