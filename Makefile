@@ -1,6 +1,6 @@
 # The two commands of the README. Both install into .venv first (idempotent; re-runs when pyproject.toml changes).
 #   make demo   generate the demo data, train and test Fastflow2D with the stock anomalib CLI, print the metrics
-#   make test   lint, type-check and run the test suite (what CI runs)
+#   make test   lint, type-check, run the test suite and build the docs site strictly (what CI runs)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs]"
 	touch $@
 
 demo: install
@@ -29,6 +29,7 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mkdocs build --strict --site-dir site
 	$(BIN)/python -m pytest
 
 clean:

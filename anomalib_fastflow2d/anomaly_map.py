@@ -38,7 +38,7 @@ class AnomalyMapGenerator(nn.Module):
         image_score: Reduction of the map to one score per image. Defaults to ``ImageScore.MAX``.
         topk_fraction: Fraction of pixels averaged by ``ImageScore.TOPK_MEAN``, in ``(0, 1]``. Defaults to ``0.01``.
 
-    Example:
+    Examples:
         >>> generator = AnomalyMapGenerator()
         >>> latents = [torch.zeros(2, 4, 8, 8), torch.zeros(2, 8, 4, 4)]
         >>> anomaly_map, score = generator(latents, image_size=(32, 32))

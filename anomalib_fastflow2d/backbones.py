@@ -181,7 +181,7 @@ class FeatureExtractor(nn.Module):
         channels: Channels of each feature map.
         strides: Downsampling factor of each feature map relative to the input.
 
-    Example:
+    Examples:
         >>> extractor = FeatureExtractor("resnet18", BackboneKind.CNN, (1, 2, 3), pre_trained=False)
         >>> extractor.channels, extractor.strides
         ([64, 128, 256], [4, 8, 16])

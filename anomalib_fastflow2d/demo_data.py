@@ -155,7 +155,7 @@ def synthesize_defect(
     Raises:
         ValueError: If ``defect_type`` is unknown.
 
-    Example:
+    Examples:
         >>> rng = np.random.default_rng(0)
         >>> clean = np.full((64, 64, 3), 128, dtype=np.uint8)
         >>> defective, mask = synthesize_defect(clean, clean, "stain", rng)
@@ -324,7 +324,7 @@ def generate_demo_dataset(
     Raises:
         ValueError: If an argument is out of range or names an unknown category; the message names the argument.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> root = generate_demo_dataset(tempfile.mkdtemp(), categories=["brick"], image_size=64, num_train=4)
         >>> len(list((root / "brick" / "train" / "good").glob("*.png")))
@@ -353,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         Exit status 0 (invalid arguments exit with status 2 through :mod:`argparse`).
 
-    Example:
+    Examples:
         ``fastflow2d-demo-data --root datasets/demo --categories brick grass --image-size 128``
     """
     parser = argparse.ArgumentParser(

@@ -137,7 +137,7 @@ def explain(
     Returns:
         The per-scale maps and their input-sized averages, in ``dtype``.
 
-    Example:
+    Examples:
         >>> model = Fastflow2DModel("resnet18", pre_trained=False, flow_steps=2).eval()
         >>> explanation = explain(model, torch.randn(2, 3, 64, 64))
         >>> explanation.distance.shape, [tuple(z.shape) for z in explanation.latents][0]

@@ -21,7 +21,7 @@ anomalib's own exporter is used, with three changes:
 OpenVINO's CPU plugin runs in bfloat16 by default on CPUs with AVX512-BF16 or AMX, which moves scores by about
 1e-2. Compile with :data:`OPENVINO_F32_CONFIG` for results equal to PyTorch's (see ``docs/deployment.md``).
 
-Example:
+Examples:
     >>> from anomalib.engine import Engine
     >>> from anomalib_fastflow2d import Fastflow2D
     >>> Engine().export(Fastflow2D(), "openvino", ckpt_path="model.ckpt")  # doctest: +SKIP

@@ -80,7 +80,7 @@ def softplus_global_scale(pre_activation: torch.Tensor) -> torch.Tensor:
 def kernel_pattern(flow_steps: int, conv3x3_only: bool) -> list[int]:
     """Kernel size of each coupling block's subnet: 3, 1, 3, 1, ... or all 3.
 
-    Example:
+    Examples:
         >>> kernel_pattern(4, conv3x3_only=False)
         [3, 1, 3, 1]
     """
@@ -96,7 +96,7 @@ class Flow2D(nn.Module):
         conv3x3_only: Use 3x3 kernels in every subnet instead of alternating 3x3 and 1x1.
         hidden_ratio: Hidden channels of each subnet as a fraction of its input channels.
 
-    Example:
+    Examples:
         >>> flow = Flow2D(channels=8, flow_steps=2, conv3x3_only=False, hidden_ratio=1.0)
         >>> features = torch.randn(2, 8, 5, 7)
         >>> latent, log_jacobian = flow(features)

@@ -3,7 +3,7 @@
 
 """Fastflow2D as an anomalib model: training, validation, optimiser, pre/post-processing and metrics.
 
-Example:
+Examples:
     >>> from anomalib.data import MVTecAD
     >>> from anomalib.engine import Engine
     >>> from anomalib_fastflow2d import Fastflow2D
@@ -113,7 +113,7 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
             Defaults to ``True``.
         visualizer: Visualizer, or ``True`` for anomalib's image visualizer. Defaults to ``True``.
 
-    Example:
+    Examples:
         >>> model = Fastflow2D(backbone="resnet18", pre_trained=False, input_size=(64, 64))
         >>> model.input_size
         torch.Size([64, 64])

@@ -20,7 +20,7 @@ from torch import nn
 class Fastflow2DLoss(nn.Module):
     """Negative log-likelihood of the features, summed over scales and averaged over the batch.
 
-    Example:
+    Examples:
         >>> loss = Fastflow2DLoss()
         >>> latents = [torch.zeros(2, 3, 4, 4)]
         >>> log_jacobians = [torch.full((2,), 5.0)]

@@ -92,7 +92,7 @@ def resolve_preset(backbone: str) -> BackbonePreset:
     Raises:
         ValueError: If ``backbone`` is neither a preset nor a timm model; the message lists the presets.
 
-    Example:
+    Examples:
         >>> resolve_preset("resnet18").flow_steps
         8
         >>> resolve_preset("resnet34").feature_stages

@@ -43,7 +43,7 @@ class Fastflow2DModel(nn.Module):
         image_score: Reduction of the anomaly map to an image score. Defaults to ``"max"``.
         topk_fraction: Fraction of pixels averaged by ``image_score="topk_mean"``. Defaults to ``0.01``.
 
-    Example:
+    Examples:
         >>> model = Fastflow2DModel("resnet18", pre_trained=False, flow_steps=2)
         >>> latents, log_jacobians = model(torch.randn(2, 3, 64, 64))
         >>> [tuple(latent.shape) for latent in latents]
