@@ -37,6 +37,37 @@ def test_settings_default_to_the_backbone_preset_and_take_overrides() -> None:
     assert run_settings.data == speed.QUICK.data
 
 
+def test_settings_take_the_precision_and_the_number_of_training_images() -> None:
+    arguments = ["--precision", "bf16-mixed", "--num-train", "7"]
+    _, run_settings = speed.settings_from(speed.parser().parse_args(arguments))
+    assert run_settings.precision == "bf16-mixed"
+    assert run_settings.data == speed.replace(speed.DataSettings(), num_train=7)
+
+
+@pytest.mark.parametrize("precision", speed.PRECISIONS)
+def test_training_step_mode_times_one_optimizer_step_of_each_model(precision: str) -> None:
+    models = {"Fastflow2D": speed.build_fastflow2d(TINY_FLOW, {}), "Fastflow": speed.build_fastflow(TINY_FLOW)}
+    before = {
+        name: [p.detach().clone() for p in model.model.parameters() if p.requires_grad]
+        for name, model in models.items()
+    }
+    run_settings = speed.RunSettings(precision=precision, warmup=0, repeats=2)
+    memory = speed.PeakMemory(speed.torch.device("cpu"))
+    records = speed.measure_training_step(models, TINY_FLOW, run_settings, memory)
+    assert [(record.model, record.mode) for record in records] == [
+        ("Fastflow2D", "train_step_batch32"),
+        ("Fastflow", "train_step_batch32"),
+    ]
+    for record in records:
+        assert record.values["images_per_s"] == pytest.approx(32_000 / record.values["latency_ms"])
+        assert record.values["peak_memory_mib"] > 0
+    for name, model in models.items():
+        after = [p for p in model.model.parameters() if p.requires_grad]
+        assert all(p.isfinite().all() for p in after), name
+        assert any(not speed.torch.equal(old, new) for old, new in zip(before[name], after, strict=True)), name
+        assert not model.training
+
+
 def test_quick_settings_use_the_quick_size() -> None:
     flow, run_settings = speed.settings_from(speed.parser().parse_args(["--quick"]))
     assert flow.input_size == (speed.QUICK_SIZE, speed.QUICK_SIZE)
