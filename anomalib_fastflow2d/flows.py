@@ -16,7 +16,7 @@ Paper:
 """
 
 from collections.abc import Callable
-from typing import cast
+from typing import Any, NamedTuple, cast
 
 import torch
 from FrEIA.framework import SequenceINN
@@ -121,6 +121,9 @@ class Flow2D(nn.Module):
             )
         for block in self.inn.module_list:
             block.global_scale_activation = softplus_global_scale
+        # latent()'s folded parameters, and the parameters' (address, version) they were folded from.
+        self._folded: list[FoldedCoupling] = []
+        self._folded_from: tuple[tuple[int, int], ...] = ()
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Map features to latents, as FrEIA's ``SequenceINN`` does, with each block's permutation as a gather.
@@ -149,15 +152,37 @@ class Flow2D(nn.Module):
         computed. Results equal :meth:`forward`'s up to float rounding. Pass channels-last features for speed on
         CPU: the layout is kept throughout.
 
+        Without autograd, the folded parameters are computed once and reused until a parameter changes (an
+        optimizer step, a loaded state dict, a move to another device): about half of each coupling's kernel
+        launches, which bound small batches on a GPU.
+
         Args:
             features: Feature map of shape ``(N, C, H, W)``.
 
         Returns:
             The latent map ``z`` of shape ``(N, C, H, W)``.
         """
-        for block in self.inn.module_list:
-            features = _coupling_latent(cast("AllInOneBlock", block), features)
+        for block, folded in zip(self.inn.module_list, self._folded_couplings(), strict=True):
+            features = _coupling_latent(cast("AllInOneBlock", block), folded, features)
         return features
+
+    def _folded_couplings(self) -> list["FoldedCoupling"]:
+        blocks = [cast("AllInOneBlock", block) for block in self.inn.module_list]
+        tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+        if torch.is_grad_enabled() or tracing:
+            return [fold_coupling(block) for block in blocks]
+        # In-place updates and loads bump a tensor's version; moves and casts change its address.
+        source = tuple((parameter.data_ptr(), parameter._version) for parameter in self.inn.parameters())  # noqa: SLF001
+        if source != self._folded_from:
+            self._folded = [fold_coupling(block) for block in blocks]
+            self._folded_from = source
+        return self._folded
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the folded parameters, which are recomputed on first use."""
+        state = self.__dict__.copy()
+        state["_folded"], state["_folded_from"] = [], ()
+        return state
 
     def inverse(self, latent: torch.Tensor) -> torch.Tensor:
         """Map latents back to features: the exact inverse of :meth:`forward`.
@@ -206,7 +231,39 @@ def _permute_channels(features: torch.Tensor, block: AllInOneBlock) -> torch.Ten
     return features[:, block.w_perm.flatten(1).argmax(dim=1)]
 
 
-def _coupling_latent(block: AllInOneBlock, features: torch.Tensor) -> torch.Tensor:
+class FoldedCoupling(NamedTuple):
+    """A coupling block's parameters folded for inference (see :func:`_coupling_latent`)."""
+
+    weight: torch.Tensor
+    """The subnet's last convolution, output rows scaled by ``0.1`` (log-scale half) and ``0.1 * g2``."""
+    bias: torch.Tensor
+    """That convolution's bias, scaled likewise, plus the active half's global offset ``b2``."""
+    log_active_scale: torch.Tensor
+    """``log g2``, shaped ``(C2, 1, 1)``."""
+    passive_scale: torch.Tensor
+    """``g1``, shaped ``(C1, 1, 1)``."""
+    passive_offset: torch.Tensor
+    """``b1``, shaped ``(C1, 1, 1)``."""
+
+
+def fold_coupling(block: AllInOneBlock) -> FoldedCoupling:
+    """Fold a block's constant factors and global affine into its last convolution and per-channel terms."""
+    last = cast("nn.Conv2d", block.subnet[2])
+    scale = block.global_scale_activation(block.global_scale).flatten()
+    passive_scale, active_scale = torch.split(scale, block.splits)
+    passive_offset, active_offset = torch.split(block.global_offset.flatten(), block.splits)
+    row_scale = torch.cat((torch.full_like(active_scale, 0.1), 0.1 * active_scale))
+    row_offset = torch.cat((torch.zeros_like(active_offset), active_offset))
+    return FoldedCoupling(
+        weight=last.weight * row_scale[:, None, None, None],
+        bias=torch.addcmul(row_offset, cast("torch.Tensor", last.bias), row_scale),
+        log_active_scale=torch.log(active_scale)[:, None, None],
+        passive_scale=passive_scale[:, None, None],
+        passive_offset=passive_offset[:, None, None],
+    )
+
+
+def _coupling_latent(block: AllInOneBlock, folded: FoldedCoupling, features: torch.Tensor) -> torch.Tensor:
     """One coupling block's output, as :meth:`AllInOneBlock.forward` computes it, without its log-Jacobian.
 
     FrEIA's block computes ``P((x1, x2 * exp(s) + t) * g + b)``, where the subnet's last convolution on ``x1``
@@ -216,19 +273,12 @@ def _coupling_latent(block: AllInOneBlock, features: torch.Tensor) -> torch.Tens
     directly, and the active half becomes ``x2 * exp(s + log g2) + 0.1 * g2 * a_t + b2``, updated in place.
     """
     passive, active = torch.split(features, block.splits, dim=1)
-    first, _, last = cast("tuple[nn.Conv2d, nn.ReLU, nn.Conv2d]", tuple(block.subnet)[:3])
+    first, last = cast("nn.Conv2d", block.subnet[0]), cast("nn.Conv2d", block.subnet[2])
     hidden = F.relu(first(passive), inplace=True)
-    scale = block.global_scale_activation(block.global_scale).flatten()
-    passive_scale, active_scale = torch.split(scale, block.splits)
-    passive_offset, active_offset = torch.split(block.global_offset.flatten(), block.splits)
-    row_scale = torch.cat((torch.full_like(active_scale, 0.1), 0.1 * active_scale))
-    row_offset = torch.cat((torch.zeros_like(active_offset), active_offset))
-    weight = last.weight * row_scale[:, None, None, None]
-    bias = torch.addcmul(row_offset, cast("torch.Tensor", last.bias), row_scale)
-    coefficients = F.conv2d(hidden, weight, bias, padding=last.padding)
+    coefficients = F.conv2d(hidden, folded.weight, folded.bias, padding=last.padding)
     # A slice, unlike torch.split's views, may be updated in place under autograd.
     log_scale, active_out = coefficients[:, : block.splits[1]], coefficients[:, block.splits[1] :]
-    growth = torch.add(torch.log(active_scale)[:, None, None], torch.tanh(log_scale), alpha=block.clamp).exp_()
+    growth = torch.add(folded.log_active_scale, torch.tanh(log_scale), alpha=block.clamp).exp_()
     active_out = active_out.addcmul_(active, growth)
-    passive_out = torch.addcmul(passive_offset[:, None, None], passive, passive_scale[:, None, None])
+    passive_out = torch.addcmul(folded.passive_offset, passive, folded.passive_scale)
     return _permute_channels(torch.cat((passive_out, active_out), dim=1), block)
