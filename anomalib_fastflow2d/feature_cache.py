@@ -76,12 +76,11 @@ class FeatureCache:
             The cache, or ``None`` where neither memory nor disk can hold it (features are then recomputed).
         """
         total_mb = bytes_per_image * num_images / 2**20
-        if device is not None and device.type == "cuda" and total_mb <= memory_limit_mb:
-            free_mb = torch.cuda.mem_get_info(device)[0] / 2**20
-            if total_mb <= GPU_SHARE * free_mb:
+        if total_mb <= memory_limit_mb:
+            on_gpu = device is not None and device.type == "cuda"
+            if on_gpu and total_mb <= GPU_SHARE * torch.cuda.mem_get_info(device)[0] / 2**20:
                 log.info("Feature cache: in GPU memory, about %.0f MB for %d images.", total_mb, num_images)
                 return cls(CacheStorage.GPU)
-        if total_mb <= memory_limit_mb:
             log.info("Feature cache: in memory, about %.0f MB for %d images.", total_mb, num_images)
             return cls(CacheStorage.MEMORY)
         free_mb = shutil.disk_usage(_existing_parent(directory)).free / 2**20
@@ -121,10 +120,11 @@ class FeatureCache:
         if missing:
             extracted = extract(images[missing])
             home = images.device if self.storage is CacheStorage.GPU else torch.device("cpu")
+            # Non-finite features are used once (the step is then skipped) but never kept; one host sync per batch.
+            finite = torch.stack([scale.flatten(1).isfinite().all(dim=1) for scale in extracted]).all(dim=0).tolist()
             for position, index in enumerate(missing):
                 features = [scale[position].detach().to(home, copy=True) for scale in extracted]
-                # Non-finite features are used once (the step is then skipped) but never kept.
-                if all(bool(torch.isfinite(feature).all()) for feature in features):
+                if finite[position]:
                     self._put(keys[index], features)
                 per_image[index] = features
         device = images.device

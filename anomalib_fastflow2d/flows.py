@@ -168,8 +168,7 @@ class Flow2D(nn.Module):
 
     def _folded_couplings(self) -> list["FoldedCoupling"]:
         blocks = [cast("AllInOneBlock", block) for block in self.inn.module_list]
-        tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
-        if torch.is_grad_enabled() or tracing:
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or _exporting():
             return [fold_coupling(block) for block in blocks]
         # In-place updates and loads bump a tensor's version; moves and casts change its address.
         source = tuple((parameter.data_ptr(), parameter._version) for parameter in self.inn.parameters())  # noqa: SLF001

@@ -359,11 +359,12 @@ def measure_training(
 
 
 def time_in_turns(
-    functions: Mapping[str, Callable[[], object]], run: RunSettings, memory: PeakMemory
+    functions: Mapping[str, Callable[[], object]], run: RunSettings, memory: PeakMemory | None = None
 ) -> dict[str, tuple[float, float]]:
     """Median seconds and peak memory (MiB) of each function over ``run.repeats`` turns after ``run.warmup`` calls.
 
-    The functions take turns call by call, so that a busy machine slows them alike.
+    The functions take turns call by call, so that a busy machine slows them alike. Without ``memory`` the peaks
+    are 0.
     """
     synchronize = synchronizer(torch.device(run.device))
     for function in functions.values():
@@ -374,12 +375,14 @@ def time_in_turns(
     for _ in range(run.repeats):
         for name, function in functions.items():
             synchronize()
-            memory.reset()
+            if memory is not None:
+                memory.reset()
             start = time.perf_counter()
             function()
             synchronize()
             seconds[name].append(time.perf_counter() - start)
-            peak[name] = max(peak[name], memory.peak_mib())
+            if memory is not None:
+                peak[name] = max(peak[name], memory.peak_mib())
     return {name: (statistics.median(times), peak[name]) for name, times in seconds.items()}
 
 
@@ -465,25 +468,19 @@ def measure_openvino(
     compiled = {name: core.compile_model(path, "CPU", OPENVINO_CONFIG) for name, path in exports.items()}
     generator = torch.Generator().manual_seed(run.seed)
     images = torch.rand(batch_size, 3, *flow.input_size, generator=generator).numpy()
-    seconds: dict[str, list[float]] = {name: [] for name in compiled}
-    for model in compiled.values():
-        for _ in range(run.warmup):
-            model(images)
-    for _ in range(run.repeats):
-        for name, model in compiled.items():
-            start = time.perf_counter()
-            model(images)
-            seconds[name].append(time.perf_counter() - start)
-    records = []
-    for name, times in seconds.items():
-        median = statistics.median(times)
-        values = {
-            "images_per_s": batch_size / median,
-            "latency_ms": median * 1000,
-            "file_mib": exports[name].with_suffix(".bin").stat().st_size / MIB,
-        }
-        records.append(Record(name, f"{variant}_batch{batch_size}", values))
-    return records
+    timings = time_in_turns({name: partial(model, images) for name, model in compiled.items()}, run)
+    return [
+        Record(
+            name,
+            f"{variant}_batch{batch_size}",
+            {
+                "images_per_s": batch_size / median,
+                "latency_ms": median * 1000,
+                "file_mib": exports[name].with_suffix(".bin").stat().st_size / MIB,
+            },
+        )
+        for name, (median, _) in timings.items()
+    ]
 
 
 def train_and_test(

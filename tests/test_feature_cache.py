@@ -159,3 +159,19 @@ def test_a_device_cache_keeps_features_where_they_were_extracted_and_extracts_on
     assert len(cache) == 3
     torch.testing.assert_close(again[0], first[0][[2, 0]], rtol=0, atol=0)
     assert again[1].device == images.device
+
+
+def test_only_the_images_with_non_finite_features_are_left_out_of_the_cache() -> None:
+    cache = FeatureCache(CacheStorage.MEMORY)
+    images = torch.randn(3, 2, 4, 4)
+    images[1, 0, 0, 0] = float("nan")
+    calls = []
+
+    def extract(batch: torch.Tensor) -> list[torch.Tensor]:
+        calls.append(len(batch))
+        return [batch * 2, batch.mean(dim=1, keepdim=True)]
+
+    cache.features(["a", "b", "c"], images, extract)
+    assert len(cache) == 2
+    cache.features(["a", "b", "c"], images, extract)
+    assert calls == [3, 1]
