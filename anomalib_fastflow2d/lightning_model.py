@@ -421,10 +421,7 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
         features = self.model.normalise(backbone_features)
         if self._compiled_flows:
             torch.compiler.cudagraph_mark_step_begin()
-            outputs = [flow(feature) for flow, feature in zip(self._compiled_flows, features, strict=True)]
-            latents, log_jacobians = [latent for latent, _ in outputs], [log_jacobian for _, log_jacobian in outputs]
-        else:
-            latents, log_jacobians = self.model.encode(features)
+        latents, log_jacobians = self.model.encode(features, self._compiled_flows or None)
         with torch.autocast(latents[0].device.type, enabled=False):
             loss = self.loss([latent.float() for latent in latents], [value.float() for value in log_jacobians])
         return loss, latents

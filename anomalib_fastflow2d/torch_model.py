@@ -14,7 +14,7 @@ Paper:
 """
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import torch
@@ -25,6 +25,9 @@ from .anomaly_map import AnomalyMapGenerator, ImageScore
 from .backbones import FeatureExtractor
 from .flows import Flow2D
 from .presets import BackboneKind, resolve_preset
+
+FlowFunction = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""A flow as :meth:`Fastflow2DModel.encode` calls it: features to latents and log-Jacobians."""
 
 
 class Fastflow2DModel(nn.Module):
@@ -106,14 +109,23 @@ class Fastflow2DModel(nn.Module):
         """
         return [norm(feature) for norm, feature in zip(self.norms, backbone_features, strict=True)]
 
-    def encode(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def encode(
+        self,
+        features: list[torch.Tensor],
+        flows: Sequence[FlowFunction] | None = None,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Map features to latents with each scale's flow.
+
+        Args:
+            features: Normalised features, one map per scale.
+            flows: Callables to use instead of the model's flows, such as compiled wrappers of them.
 
         Returns:
             Latent maps (same shapes as ``features``) and ``log|det dz/dx|`` of shape ``(N,)`` per scale.
         """
         latents, log_jacobians = [], []
-        for flow, feature in zip(self.flows, features, strict=True):
+        scale_flows: Sequence[FlowFunction] = [cast("Flow2D", flow) for flow in self.flows] if flows is None else flows
+        for flow, feature in zip(scale_flows, features, strict=True):
             latent, log_jacobian = flow(feature)
             latents.append(latent)
             log_jacobians.append(log_jacobian)
