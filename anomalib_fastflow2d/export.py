@@ -9,14 +9,19 @@ the backbone, the flows, the anomaly map, the image score, and the post-processo
 normalisation learned in validation. Its outputs are ``pred_score`` ``(N,)``, ``pred_label`` ``(N,)``,
 ``anomaly_map`` ``(N, 1, h, w)`` and ``pred_mask`` ``(N, 1, h, w)``, where ``(h, w)`` is ``input_size``.
 
-anomalib's own exporter is used, with three changes:
+anomalib's own exporter is used, with these changes:
 
+- A model whose flows were neither trained nor restored, or whose post-processor learned no thresholds, is refused
+  before anything is written: its scores would mean nothing, and the shared default ``weights/`` folder would lose a
+  good export to it.
 - ONNX opset 18 by default. torch's exporter implements nothing lower, so anomalib's default of 14 makes it
   down-convert the graph, which fails and logs a traceback (the opset-18 graph is kept anyway).
 - Files are written to a staging folder and moved into ``weights/<format>/`` only once complete, so a failed
   export never leaves files that look like a finished one.
 - INT8 quantisation checks for its data before the slow export starts, and calibrates on the training images
   (anomalib calibrates on the validation set, which is often the test set).
+- The ONNX translation's own logging (``onnxscript``, ``onnx_ir``: a line per rewrite and per skipped constant
+  fold, thousands per export) is held at ERROR, unless the user set those loggers' level.
 
 OpenVINO's CPU plugin runs in bfloat16 by default on CPUs with AVX512-BF16 or AMX, which moves scores by about
 1e-2. Compile with :data:`OPENVINO_F32_CONFIG` for results equal to PyTorch's (see ``docs/deployment.md``).
@@ -28,6 +33,7 @@ Examples:
     PosixPath('weights/openvino/model.xml')
 """
 
+import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 from anomalib.data import AnomalibDataModule, Batch
 from anomalib.deploy.export import CompressionType, ExportType
 from anomalib.models.components.base.export_mixin import ExportMixin
+from anomalib.post_processing import PostProcessor
+from torch import nn
 
 if TYPE_CHECKING:
     import torch
@@ -54,15 +62,48 @@ The IR cannot carry this: OpenVINO 2026.4 ignores ``INFERENCE_PRECISION_HINT`` u
 ``runtime_options`` rt_info (only KV-cache and dynamic-quantisation options are read from there).
 """
 
+QUIETED_EXPORT_LOGGERS = ("onnxscript", "onnx_ir")
+"""Loggers of torch's ONNX translation that log every rewrite (INFO) and skipped constant fold (WARNING)."""
+
 QUANTISATIONS_NEEDING_DATA = frozenset({CompressionType.INT8_PTQ, CompressionType.INT8_ACQ})
 """Compressions that calibrate on images, so they need a datamodule."""
 
 
 class Fastflow2DExportMixin(ExportMixin):
-    """anomalib's export methods, with opset 18, staged writes and an early INT8 data check."""
+    """anomalib's export methods, refusing untrained models, with opset 18, staged writes and an early INT8 check."""
+
+    post_processor: nn.Module | None
+    weights_fitted: bool = False
+    """Whether the flows were trained or restored from a checkpoint or state dict; set by the model."""
+
+    def check_exportable(self) -> None:
+        """Refuse to export a model whose scores would mean nothing.
+
+        Raises:
+            RuntimeError: The flows were neither trained nor restored, or the post-processor has no thresholds.
+        """
+        fix = (
+            "Export a trained model: `anomalib export --model Fastflow2D --ckpt_path path/to/model.ckpt ...` "
+            "(in Python, `Engine.export(..., ckpt_path=...)` or export right after `Engine.fit`). Nothing was written."
+        )
+        if not self.weights_fitted:
+            msg = f"Not exporting Fastflow2D: its flows were neither trained nor loaded from a checkpoint. {fix}"
+            raise RuntimeError(msg)
+        post_processor = self.post_processor
+        if (
+            isinstance(post_processor, PostProcessor)
+            and post_processor.enable_thresholding
+            and bool(post_processor.image_threshold.isnan())
+        ):
+            msg = (
+                "Not exporting Fastflow2D: its post-processor has no thresholds, which are learned in validation "
+                f"(the checkpoint came from a run without validation, or training stopped before it). {fix}"
+            )
+            raise RuntimeError(msg)
 
     def to_torch(self, export_root: Path | str, model_file_name: str = "model") -> Path:
         """Export the whole Lightning module to ``weights/torch/<model_file_name>.pt`` for ``TorchInferencer``."""
+        self.check_exportable()
         with _staged(export_root, ExportType.TORCH) as staging:
             staged_file = super().to_torch(staging, model_file_name)
         return _final_path(export_root, ExportType.TORCH, staged_file)
@@ -83,8 +124,9 @@ class Fastflow2DExportMixin(ExportMixin):
                 Defaults to ``None`` (dynamic).
             **kwargs: Passed to ``torch.onnx.export``; ``opset_version`` defaults to :data:`ONNX_OPSET`.
         """
+        self.check_exportable()
         kwargs.setdefault("opset_version", ONNX_OPSET)
-        with _staged(export_root, ExportType.ONNX) as staging:
+        with _staged(export_root, ExportType.ONNX) as staging, _quiet_onnx_translation():
             staged_file = super().to_onnx(staging, model_file_name, input_size, **kwargs)
         return _final_path(export_root, ExportType.ONNX, staged_file)
 
@@ -118,7 +160,9 @@ class Fastflow2DExportMixin(ExportMixin):
 
         Raises:
             ValueError: ``INT8_PTQ`` or ``INT8_ACQ`` without a datamodule.
+            RuntimeError: The model was neither trained nor restored, or has no thresholds.
         """
+        self.check_exportable()
         if compression_type is not None:
             compression_type = CompressionType(compression_type)
         if compression_type in QUANTISATIONS_NEEDING_DATA and datamodule is None:
@@ -128,7 +172,7 @@ class Fastflow2DExportMixin(ExportMixin):
                 "no data."
             )
             raise ValueError(msg)
-        with _staged(export_root, ExportType.OPENVINO) as staging:
+        with _staged(export_root, ExportType.OPENVINO) as staging, _quiet_onnx_translation():
             staged_file = super().to_openvino(
                 staging,
                 model_file_name,
@@ -183,6 +227,20 @@ def _staged(export_root: Path | str, export_type: ExportType) -> Iterator[Path]:
         target.mkdir(parents=True, exist_ok=True)
         for staged_file in staged_files:
             staged_file.replace(target / staged_file.name)
+
+
+@contextmanager
+def _quiet_onnx_translation() -> Iterator[None]:
+    """Hold the ONNX translation's loggers at ERROR for the export, unless their level was set by the user."""
+    quieted = [logging.getLogger(name) for name in QUIETED_EXPORT_LOGGERS]
+    quieted = [logger for logger in quieted if logger.level == logging.NOTSET]
+    for logger in quieted:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger in quieted:
+            logger.setLevel(logging.NOTSET)
 
 
 def _is_entry_file(path: Path) -> bool:

@@ -20,7 +20,7 @@ See Also:
 """
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -30,8 +30,9 @@ from anomalib.data import Batch, InferenceBatch
 from anomalib.metrics import AUROC, AnomalibMetric, Evaluator, F1Score
 from anomalib.models.components import AnomalibModule
 from anomalib.post_processing import PostProcessor
-from anomalib.visualization import Visualizer
+from anomalib.visualization import ImageVisualizer, Visualizer
 from lightning.fabric.utilities.types import _MAP_LOCATION_TYPE
+from lightning.pytorch import Callback
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities.types import STEP_OUTPUT
 from torch import nn
@@ -49,6 +50,7 @@ from .data_checks import check_datamodule
 from .export import Fastflow2DExportMixin
 from .feature_cache import FeatureCache, randomness_in_training_data
 from .loss import Fastflow2DLoss
+from .predictions import AspectKeepingVisualizer, PredictionTable
 from .presets import resolve_preset
 from .torch_model import Fastflow2DModel
 
@@ -216,6 +218,16 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
         ]
         return Evaluator(val_metrics=val_metrics, test_metrics=test_metrics)
 
+    @classmethod
+    def configure_visualizer(cls) -> ImageVisualizer:
+        """The image visualizer of anomalib, with each overlay at its image's aspect ratio."""
+        return AspectKeepingVisualizer()
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The components of anomalib, then the table of scores that ``predict`` writes to the run's folder."""
+        callbacks = super().configure_callbacks()
+        return [*(callbacks if isinstance(callbacks, Sequence) else [callbacks]), PredictionTable()]
+
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
         """Return the negative log-likelihood of the batch's features; log it per image and per dimension."""
         del args, kwargs
@@ -249,6 +261,7 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
         finite = not checked or bool(torch.stack([torch.isfinite(tensor).all() for tensor in checked]).all())
         if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
             optimizer.step()
+            self.weights_fitted = True
             return
         self.skipped_steps += 1
         self.log("train_skipped_steps", float(self.skipped_steps), on_step=False, on_epoch=True, reduce_fx="max")
@@ -353,6 +366,12 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
             self._build_model(**{name: self.hparams[name] for name in MODEL_HPARAMS})
         super().on_load_checkpoint(checkpoint)
         self.backbone_weights_pending = False
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:  # noqa: ANN401
+        """Load weights (from a checkpoint, or directly) and record that the flows hold restored weights."""
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.weights_fitted = True
+        return result
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from anomalib.cli.cli import AnomalibCLI
 
 from anomalib_fastflow2d import PRESETS, BackboneKind, Fastflow2D
 from anomalib_fastflow2d.explain import main as explain_main
@@ -62,11 +63,11 @@ def shell_commands(markdown: str) -> list[list[str]]:
     return [shlex.split(line, comments=True) for block in blocks for line in block.replace("\\\n", " ").splitlines()]
 
 
-def tool_invocations(name: str) -> list[list[str]]:
+def tool_invocations(name: str, pages: list[Path] | None = None) -> list[list[str]]:
     """The arguments of every call of ``name`` (a word sequence such as ``anomalib`` or ``python -m module``)."""
     words = name.split()
     invocations = []
-    for page in sorted(DOCS.glob("*.md")):
+    for page in sorted(DOCS.glob("*.md")) if pages is None else pages:
         for command in shell_commands(page.read_text(encoding="utf-8")):
             for start in range(len(command) - len(words) + 1):
                 if command[start : start + len(words)] == words:
@@ -141,6 +142,44 @@ def test_config_files_in_anomalib_commands_exist() -> None:
     assert literal
     assert [path for path in literal if not (ROOT / path).is_file()] == []
     assert all((ROOT / "configs" / "model" / f"{backbone}.yaml").is_file() for backbone in PRESETS)
+
+
+def runnable_anomalib_commands() -> list[list[str]]:
+    """Every ``anomalib`` command of README.md and docs/; loops expanded, a ``...`` that stands for options dropped."""
+    pages = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+    commands: list[list[str]] = []
+    for words in tool_invocations("anomalib", pages):
+        kept = [word for index, word in enumerate(words) if word != "..." or words[index - 1].startswith("--")]
+        line = " ".join(kept)
+        presets = PRESETS if "${preset}" in line else [""]
+        commands.extend(
+            shlex.split(line.replace("${preset}", preset).replace("${category}", "bottle")) for preset in presets
+        )
+    return commands
+
+
+@pytest.mark.parametrize("command", runnable_anomalib_commands(), ids=" ".join)
+def test_anomalib_commands_in_readme_and_docs_parse_with_anomalib_27(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The stock CLI parses (and checks every option and config file of) the command, then prints the config and
+    # exits 0; it trains, exports or downloads nothing. `benchmark` has no --print_config: it only parses.
+    monkeypatch.chdir(ROOT)
+    subcommand, *options = command
+    if subcommand == "benchmark":
+        AnomalibCLI(command, run=False)
+        return
+    with pytest.raises(SystemExit) as exit_:
+        AnomalibCLI([subcommand, "--print_config", *options], run=False)
+    assert exit_.value.code == 0, capsys.readouterr().err[-2000:]
+
+
+def test_anomalib_command_check_catches_an_option_anomalib_27_refuses(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        AnomalibCLI(["predict", "--print_config", "--model", "Fastflow2D", "--data_path", "some/images"], run=False)
+
+    assert exit_.value.code == 2
+    assert "Unrecognized arguments: --data_path" in capsys.readouterr().err
 
 
 def test_explain_command_options_exist(capsys: pytest.CaptureFixture[str]) -> None:

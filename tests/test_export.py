@@ -4,6 +4,7 @@
 """Export to OpenVINO, ONNX and PyTorch: parity with eager PyTorch, compression, bad input, CLI and the docs."""
 
 import json
+import logging
 import re
 import sys
 from pathlib import Path
@@ -263,7 +264,17 @@ def test_bad_checkpoint_gives_an_error_naming_it_and_writes_nothing(
     assert not export_root.exists() or not any(export_root.rglob("*.*"))
 
 
-# Untrained models at 64x64 (post-processor statistics unset, so raw scores). resnet18 is the trained model above.
+def _as_if_trained(model: Fastflow2D) -> Fastflow2D:
+    """Load an untrained model's own weights with the statistics validation would learn, so that it may export."""
+    statistics = {"_image_threshold": -0.5, "_pixel_threshold": -0.5, "image_min": -1.0, "image_max": 0.0}
+    statistics |= {"pixel_min": -1.0, "pixel_max": 0.0}
+    state = model.state_dict()
+    state.update({f"post_processor.{name}": torch.tensor(value) for name, value in statistics.items()})
+    model.load_state_dict(state)
+    return model
+
+
+# Untrained models at 64x64 with made-up statistics. resnet18 is the trained model above.
 CNN_PRESET_SIZES: dict[str, dict[str, Any]] = {"wide_resnet50_2": {"input_size": (64, 64)}}
 VIT_PRESET_SIZES: dict[str, dict[str, Any]] = {
     "deit_base_distilled_patch16_384": {"input_size": (64, 64)},
@@ -274,7 +285,8 @@ VIT_PRESET_SIZES: dict[str, dict[str, Any]] = {
 @pytest.mark.parametrize("backbone", CNN_PRESET_SIZES)
 def test_cnn_presets_export_fp16_weights_with_parity(backbone: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = Fastflow2D(backbone=backbone, pre_trained=False, flow_steps=2, **CNN_PRESET_SIZES[backbone]).eval()
+    model = Fastflow2D(backbone=backbone, pre_trained=False, flow_steps=2, **CNN_PRESET_SIZES[backbone])
+    model = _as_if_trained(model).eval()
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         expected = model(images)
@@ -293,7 +305,7 @@ def test_vit_presets_build_and_trace_to_onnx(backbone: str, tmp_path: Path) -> N
     # the cost.
     options = VIT_PRESET_SIZES[backbone]
     model = Fastflow2D(backbone=backbone, pre_trained=False, flow_steps=2, feature_stages=[0], **options)
-    path = model.to_onnx(tmp_path)
+    path = _as_if_trained(model).to_onnx(tmp_path)
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     outputs = session.run(["anomaly_map"], {"input": np.random.default_rng(0).random((2, 3, 48, 48), np.float32)})
     assert outputs[0].shape == (2, 1, *options.get("input_size", PRESETS[backbone].input_size))
@@ -317,3 +329,57 @@ def test_stock_cli_int8_export_loses_at_most_one_auroc_point(
     labels = test_images[1].int()
     int8_auroc = binary_auroc(torch.from_numpy(outputs["pred_score"]), labels)
     assert int8_auroc >= binary_auroc(torch.from_numpy(eager["pred_score"]), labels) - 0.01
+
+
+def test_stock_cli_refuses_to_export_an_untrained_model_and_keeps_the_previous_export(tmp_path: Path) -> None:
+    previous = tmp_path / "results" / "weights" / "openvino" / "model.xml"
+    previous.parent.mkdir(parents=True)
+    previous.write_text("a good export")
+    command = [ANOMALIB, "export", "--model", "Fastflow2D", "--model.pre_trained=false", "--export_type=openvino"]
+    result = run(command, tmp_path)
+
+    assert result.returncode != 0
+    assert "neither trained nor loaded from a checkpoint" in " ".join(result.stderr.split())
+    assert "--ckpt_path" in result.stderr
+    assert [path for path in tmp_path.rglob("*") if path.is_file()] == [previous]
+    assert previous.read_text() == "a good export"
+
+
+def test_export_of_a_model_trained_without_validation_is_refused(data_root: Path, tmp_path: Path) -> None:
+    model = Fastflow2D(**TINY_MODEL)
+    engine = Engine(max_epochs=1, limit_val_batches=0, accelerator="cpu", default_root_dir=tmp_path / "train")
+    engine.fit(model, datamodule=_datamodule(data_root))
+    export_root = tmp_path / "export"
+
+    for export in (model.to_torch, model.to_onnx, model.to_openvino):
+        with pytest.raises(RuntimeError, match=r"no thresholds.*--ckpt_path"):
+            export(export_root)
+    assert not export_root.exists()
+
+
+def test_stock_cli_export_prints_a_few_lines_without_the_onnx_translation_log(checkpoint: Path, tmp_path: Path) -> None:
+    command = [ANOMALIB, "export", "--model", "Fastflow2D", "--model.pre_trained=false", f"--ckpt_path={checkpoint}"]
+    result = run([*command, "--export_type=openvino", f"--export_root={tmp_path}"], tmp_path)
+    lines = (result.stdout + result.stderr).splitlines()
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "weights/openvino/model.xml").is_file()
+    assert [line for line in lines if "onnxscript" in line or "onnx_ir" in line] == []
+    assert len(lines) < 60
+
+
+def test_onnx_translation_logs_at_the_level_the_user_set(
+    checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = Fastflow2D.load_from_checkpoint(checkpoint)
+    onnxscript_logger = logging.getLogger("onnxscript")
+    onnxscript_logger.setLevel(logging.INFO)
+    try:
+        with caplog.at_level(logging.INFO):
+            model.to_onnx(tmp_path)
+    finally:
+        onnxscript_logger.setLevel(logging.NOTSET)
+
+    assert any(record.name.startswith("onnxscript") for record in caplog.records)
+    assert onnxscript_logger.level == logging.NOTSET
+    assert logging.getLogger("onnx_ir").level == logging.NOTSET  # restored after the export
