@@ -43,7 +43,7 @@ class AnomalyMapGenerator(nn.Module):
         >>> latents = [torch.zeros(2, 4, 8, 8), torch.zeros(2, 8, 4, 4)]
         >>> anomaly_map, score = generator(latents, image_size=(32, 32))
         >>> anomaly_map.shape, score.tolist()
-        (torch.Size([2, 1, 32, 32]), [-1.0, -1.0])
+        (torch.Size([2, 1, 32, 32]), [[-1.0], [-1.0]])
     """
 
     def __init__(self, image_score: ImageScore | str = ImageScore.MAX, topk_fraction: float = 0.01) -> None:
@@ -66,7 +66,7 @@ class AnomalyMapGenerator(nn.Module):
             image_size: ``(H, W)`` of the input images.
 
         Returns:
-            The anomaly map ``(N, 1, H, W)`` in ``[-1, 0]`` and the image score ``(N,)``.
+            The anomaly map ``(N, 1, H, W)`` in ``[-1, 0]`` and the image score ``(N, 1)``.
         """
         # Resizing is linear, so the mean of the resized maps is the sum of the resized maps divided by the number of
         # scales beforehand: summed in place, without stacking full-size copies.
@@ -85,9 +85,9 @@ class AnomalyMapGenerator(nn.Module):
         return anomaly_map, self.score(anomaly_map)
 
     def score(self, anomaly_map: torch.Tensor) -> torch.Tensor:
-        """Reduce an anomaly map ``(N, 1, H, W)`` to image scores ``(N,)``."""
+        """Reduce an anomaly map ``(N, 1, H, W)`` to image scores ``(N, 1)``, the shape anomalib's models give."""
         flat = anomaly_map.flatten(start_dim=1)
         if self.image_score is ImageScore.MAX:
-            return flat.amax(dim=1)
+            return flat.amax(dim=1, keepdim=True)
         top_k = max(1, round(self.topk_fraction * flat.shape[1]))
-        return flat.topk(top_k, dim=1).values.mean(dim=1)
+        return flat.topk(top_k, dim=1).values.mean(dim=1, keepdim=True)

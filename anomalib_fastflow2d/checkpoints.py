@@ -65,6 +65,18 @@ def architecture_differences(saved: Mapping[str, Any], current: Mapping[str, Any
     }
 
 
+def describe_architecture_change(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    """The architecture arguments that differ, as ``name: current -> saved`` with the values actually used.
+
+    Preset values stand in for arguments left at ``None``, so the message never says ``None``.
+    """
+    saved_architecture, current_architecture = _architecture(saved), _architecture(current)
+    return ", ".join(
+        f"{name}: {current_architecture[name]} -> {saved_architecture[name]}"
+        for name in architecture_differences(saved, current)
+    )
+
+
 def read_checkpoint(
     path: _PATH,
     map_location: Any = None,  # noqa: ANN401 - whatever torch.load accepts

@@ -22,6 +22,9 @@ HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 JPEG_END_OF_IMAGE = b"\xff\xd9"
 
+MAX_LISTED_PROBLEMS = 20
+"""Bad files named in one error; the rest are counted, so a folder of thousands stays readable."""
+
 STAGE_DATASETS: dict[str, tuple[str, ...]] = {
     "fit": ("train_data", "val_data"),
     "validate": ("val_data",),
@@ -38,40 +41,59 @@ class DataCheckError(ValueError):
 def check_datamodule(datamodule: Any, stage: str) -> None:  # noqa: ANN401 - any LightningDataModule
     """Check the images and masks that ``stage`` will read from an anomalib datamodule.
 
-    Datamodules that are not anomalib's (and so have no sample table) are left alone.
+    Every file is checked before anything is raised, so one error lists all the bad files (the first
+    :data:`MAX_LISTED_PROBLEMS` by name) and they can be fixed in one go. Datamodules that are not anomalib's (and so
+    have no sample table) are left alone.
 
     Raises:
-        DataCheckError: Naming the file and the problem.
+        DataCheckError: Naming each bad file and its problem.
     """
     if not isinstance(datamodule, AnomalibDataModule):
         return
+    problems: list[str] = []
+    high_bit_depth: list[str] = []
     for attribute in STAGE_DATASETS.get(stage, ()):
-        dataset = getattr(datamodule, attribute, None)
-        samples = getattr(dataset, "samples", None)
+        samples = getattr(getattr(datamodule, attribute, None), "samples", None)
         if samples is None:
             continue
-        if len(samples) == 0:
-            if attribute == "train_data":
-                root = getattr(datamodule, "root", None) or getattr(datamodule, "normal_dir", None)
-                msg = (
-                    f"The training set of {type(datamodule).__name__} is empty (root: {root}). Put normal images "
-                    "in the training folder, or point the datamodule at the folder that holds them."
-                )
-                raise DataCheckError(msg)
-            continue
-        mask_paths = samples["mask_path"] if "mask_path" in samples else [""] * len(samples)
-        high_bit_depth = [
-            image_path
-            for image_path, mask_path in zip(samples["image_path"], mask_paths, strict=True)
-            if check_sample(Path(image_path), Path(mask_path) if _is_path(mask_path) else None)
-        ]
-        if high_bit_depth:
-            log.warning(
-                "%d images have more than 8 bits per channel (e.g. %s); anomalib reads them clipped to 8 bits, so "
-                "values above 255 become white. Convert them to 8 bits (scaled) for meaningful results.",
-                len(high_bit_depth),
-                high_bit_depth[0],
+        if len(samples) == 0 and attribute == "train_data":
+            root = getattr(datamodule, "root", None) or getattr(datamodule, "normal_dir", None)
+            msg = (
+                f"The training set of {type(datamodule).__name__} is empty (root: {root}). Put normal images "
+                "in the training folder, or point the datamodule at the folder that holds them."
             )
+            raise DataCheckError(msg)
+        mask_paths = samples["mask_path"] if "mask_path" in samples else [""] * len(samples)
+        for image_path, mask_path in zip(samples["image_path"], mask_paths, strict=True):
+            problem, deep = _sample_problem(Path(image_path), Path(mask_path) if _is_path(mask_path) else None)
+            problems.extend([problem] if problem else [])
+            high_bit_depth.extend([image_path] if deep else [])
+    if high_bit_depth:
+        log.warning(
+            "%d images have more than 8 bits per channel (e.g. %s); anomalib reads them clipped to 8 bits, so "
+            "values above 255 become white. Convert them to 8 bits (scaled) for meaningful results.",
+            len(set(high_bit_depth)),
+            high_bit_depth[0],
+        )
+    if problems:
+        raise DataCheckError(_listing(problems))
+
+
+def _sample_problem(image_path: Path, mask_path: Path | None) -> tuple[str | None, bool]:
+    """What is wrong with one sample (``None`` if nothing), and whether its image has more than 8 bits."""
+    try:
+        return None, check_sample(image_path, mask_path)
+    except DataCheckError as problem:
+        return str(problem), False
+
+
+def _listing(problems: list[str]) -> str:
+    unique = list(dict.fromkeys(problems))  # a file in both the validation and the training split is named once
+    lines = [f"{len(unique)} files of the datamodule cannot be used:"]
+    lines += [f"  - {problem}" for problem in unique[:MAX_LISTED_PROBLEMS]]
+    if len(unique) > MAX_LISTED_PROBLEMS:
+        lines.append(f"  ... and {len(unique) - MAX_LISTED_PROBLEMS} more.")
+    return "\n".join(lines)
 
 
 def check_sample(image_path: Path, mask_path: Path | None) -> bool:

@@ -6,7 +6,7 @@
 The exported graph takes ``(N, 3, H, W)`` RGB images in ``[0, 1]`` of any batch size and resolution, and holds
 everything between them and the prediction: the pre-processor's resize to ``input_size`` and ImageNet normalisation,
 the backbone, the flows, the anomaly map, the image score, and the post-processor's thresholds and min-max
-normalisation learned in validation. Its outputs are ``pred_score`` ``(N,)``, ``pred_label`` ``(N,)``,
+normalisation learned in validation. Its outputs are ``pred_score`` ``(N, 1)``, ``pred_label`` ``(N, 1)``,
 ``anomaly_map`` ``(N, 1, h, w)`` and ``pred_mask`` ``(N, 1, h, w)``, where ``(h, w)`` is ``input_size``.
 
 anomalib's own exporter is used, with these changes:

@@ -11,6 +11,7 @@ The cache lives in the training process (not in dataloader workers), keyed by im
 number of workers and under DDP, where each rank caches the images its sampler gives it.
 """
 
+import contextlib
 import hashlib
 import logging
 import shutil
@@ -79,26 +80,26 @@ class FeatureCache:
         if total_mb <= memory_limit_mb:
             on_gpu = device is not None and device.type == "cuda"
             if on_gpu and total_mb <= GPU_SHARE * torch.cuda.mem_get_info(device)[0] / 2**20:
-                log.info("Feature cache: in GPU memory, about %.0f MB for %d images.", total_mb, num_images)
+                log.info("Feature cache: in GPU memory, about %s MB for %d images.", _megabytes(total_mb), num_images)
                 return cls(CacheStorage.GPU)
-            log.info("Feature cache: in memory, about %.0f MB for %d images.", total_mb, num_images)
+            log.info("Feature cache: in memory, about %s MB for %d images.", _megabytes(total_mb), num_images)
             return cls(CacheStorage.MEMORY)
         free_mb = shutil.disk_usage(_existing_parent(directory)).free / 2**20
         if free_mb >= DISK_HEADROOM * total_mb:
             log.info(
-                "Feature cache: on disk in %s, about %.0f MB for %d images (over the %.0f MB memory limit).",
+                "Feature cache: on disk in %s, about %s MB for %d images (over the %s MB memory limit).",
                 directory,
-                total_mb,
+                _megabytes(total_mb),
                 num_images,
-                memory_limit_mb,
+                _megabytes(memory_limit_mb),
             )
             return cls(CacheStorage.DISK, directory)
         log.info(
-            "Feature cache: off, about %.0f MB needed, over the %.0f MB memory limit and the %.0f MB free on disk; "
+            "Feature cache: off, about %s MB needed, over the %s MB memory limit and the %s MB free on disk; "
             "features are recomputed every epoch.",
-            total_mb,
-            memory_limit_mb,
-            free_mb,
+            _megabytes(total_mb),
+            _megabytes(memory_limit_mb),
+            _megabytes(free_mb),
         )
         return None
 
@@ -134,11 +135,14 @@ class FeatureCache:
         ]
 
     def clear(self) -> None:
-        """Drop every cached feature, and the disk cache's folder."""
+        """Drop every cached feature, and the disk cache's folder and its parent where that is left empty."""
         self._memory.clear()
         self._on_disk.clear()
         if self.storage is CacheStorage.DISK and self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
+            # The parent holds one folder per process; the last process to finish removes it.
+            with contextlib.suppress(OSError):
+                self.directory.parent.rmdir()
 
     def __len__(self) -> int:
         """The number of images cached."""
@@ -185,6 +189,11 @@ def randomness_in_training_data(dataset: Any, transform: Callable[[torch.Tensor]
 def _present(features: list[torch.Tensor] | None) -> list[torch.Tensor]:
     assert features is not None  # noqa: S101 - every slot is filled before stacking
     return features
+
+
+def _megabytes(value: float) -> str:
+    """A size in MB for a log line: whole numbers from 10 MB, two significant digits below (never "0 MB")."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"  # noqa: PLR2004 - where whole megabytes suffice
 
 
 def _existing_parent(path: Path) -> Path:

@@ -43,6 +43,7 @@ from .checkpoints import (
     CheckedCheckpointIO,
     architecture_differences,
     check_checkpoint,
+    describe_architecture_change,
     mark_checkpoint,
     read_checkpoint,
 )
@@ -359,9 +360,11 @@ class Fastflow2D(Fastflow2DExportMixin, AnomalibModule):  # type: ignore[misc]  
         """
         source = repr(str(self._trainer.ckpt_path)) if self._trainer is not None else "being loaded"
         check_checkpoint(checkpoint, source)
-        differences = architecture_differences(checkpoint.get("hyper_parameters", {}), self.hparams)
+        saved = checkpoint.get("hyper_parameters", {})
+        differences = architecture_differences(saved, self.hparams)
         if differences:
-            log.warning("Rebuilding Fastflow2D with the architecture of checkpoint %s: %s.", source, differences)
+            change = describe_architecture_change(saved, self.hparams)
+            log.warning("Rebuilding Fastflow2D with the architecture of checkpoint %s: %s.", source, change)
             self.hparams.update(differences)
             self._build_model(**{name: self.hparams[name] for name in MODEL_HPARAMS})
         super().on_load_checkpoint(checkpoint)

@@ -182,7 +182,7 @@ class Fastflow2DModel(nn.Module):
 
         Returns:
             In training mode, the per-scale latents and log-Jacobians for the loss. In eval mode, an
-            ``InferenceBatch`` with ``pred_score`` ``(N,)`` and ``anomaly_map`` ``(N, 1, H, W)``.
+            ``InferenceBatch`` with ``pred_score`` ``(N, 1)`` and ``anomaly_map`` ``(N, 1, H, W)``.
         """
         if self.training:
             return self.encode(self.features(images))

@@ -212,7 +212,7 @@ def main() -> int:
             max_map_diff=float(np.abs(results[name]["anomaly_map"] - reference["anomaly_map"]).max()),
             labels_equal=int((results[name]["pred_label"] == reference["pred_label"]).sum()),
             images=len(images),
-            image_auroc=float(binary_auroc(torch.from_numpy(results[name]["pred_score"]), labels)),
+            image_auroc=float(binary_auroc(torch.from_numpy(results[name]["pred_score"]).flatten(), labels)),
             images_per_s={batch_size: rates[batch_size][name] for batch_size in args.batch_sizes},
         )
         for name, (_, path) in runners.items()

@@ -23,7 +23,7 @@ def test_map_follows_the_papers_definition(image_size: tuple[int, int]) -> None:
     expected = torch.stack(per_scale).mean(dim=0)
     assert anomaly_map.shape == (2, 1, *image_size)
     assert torch.allclose(anomaly_map, expected, atol=1e-6)
-    assert torch.equal(score, anomaly_map.flatten(1).amax(dim=1))
+    assert torch.equal(score, anomaly_map.flatten(1).amax(dim=1, keepdim=True))
     assert anomaly_map.min() >= -1
     assert anomaly_map.max() <= 0
 
@@ -77,5 +77,5 @@ def test_map_is_in_minus_one_to_zero_and_has_the_image_size(
     assert anomaly_map.shape == (batch, 1, *image_size)
     assert anomaly_map.min() >= -1
     assert anomaly_map.max() <= 0
-    assert score.shape == (batch,)
+    assert score.shape == (batch, 1)
     assert ((score >= -1) & (score <= 0)).all()

@@ -16,7 +16,7 @@ from anomalib.data import Folder, ImageBatch, MVTecAD
 from anomalib.engine import Engine
 from PIL import Image
 
-from anomalib_fastflow2d import Fastflow2D
+from anomalib_fastflow2d import Fastflow2D, data_checks
 from anomalib_fastflow2d.data_checks import DataCheckError
 from tests.conftest import ANOMALIB, TINY_MODEL, TINY_MODEL_CLI, run
 
@@ -201,3 +201,22 @@ def test_stock_cli_names_a_bad_argument(tmp_path: Path) -> None:
     result = run([ANOMALIB, "train", "--model", "Fastflow2D", "--model.flow_steps", "0"], cwd=tmp_path)
     assert result.returncode != 0
     assert "flow_steps must be positive, got 0" in result.stderr
+
+
+def test_every_bad_file_is_listed_in_one_error_up_to_a_bound(
+    odd_formats_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(odd_formats_root, root)
+    _truncate(root / "good" / "train0_rgba.png")
+    _truncate(root / "good" / "train1.jpg")
+    _garble(root / "good" / "train2_gray.png")
+    with pytest.raises(DataCheckError) as listed:
+        _engine(tmp_path).fit(Fastflow2D(**TINY_MODEL), datamodule=_folder(root))
+    message = str(listed.value)
+    assert message.startswith("3 files of the datamodule cannot be used:")
+    assert all(name in message for name in ("train0_rgba.png", "train1.jpg", "train2_gray.png"))
+
+    monkeypatch.setattr(data_checks, "MAX_LISTED_PROBLEMS", 2)
+    with pytest.raises(DataCheckError, match=r"3 files .*\n  - .*\n  - .*\n  \.\.\. and 1 more\.$"):
+        _engine(tmp_path).fit(Fastflow2D(**TINY_MODEL), datamodule=_folder(root))

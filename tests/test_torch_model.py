@@ -30,8 +30,8 @@ def test_model_built_for_256_runs_at_192x320(model: Fastflow2DModel) -> None:
     assert isinstance(wide, InferenceBatch)
     assert square.anomaly_map.shape == (1, 1, 256, 256)
     assert wide.anomaly_map.shape == (2, 1, 192, 320)
-    assert wide.pred_score.shape == (2,)
-    assert torch.equal(wide.pred_score, wide.anomaly_map.flatten(1).amax(dim=1))
+    assert wide.pred_score.shape == (2, 1)  # (N, 1), as anomalib's own models give
+    assert torch.equal(wide.pred_score, wide.anomaly_map.flatten(1).amax(dim=1, keepdim=True))
     assert wide.anomaly_map.min() >= -1
     assert wide.anomaly_map.max() <= 0
 
@@ -86,7 +86,7 @@ def test_eval_output_is_the_papers_map_computed_the_reference_way(image_size: tu
     assert output.anomaly_map.shape == (2, 1, *image_size)
     assert output.anomaly_map.std() > 1e-3  # not a constant map
     torch.testing.assert_close(output.anomaly_map, expected, rtol=0, atol=1e-4)
-    torch.testing.assert_close(output.pred_score, expected.flatten(1).amax(dim=1), rtol=0, atol=1e-4)
+    torch.testing.assert_close(output.pred_score, expected.flatten(1).amax(dim=1, keepdim=True), rtol=0, atol=1e-4)
 
 
 def test_training_mode_returns_freias_latents_and_log_jacobians() -> None:
