@@ -46,8 +46,8 @@ from lightning.pytorch import seed_everything
 from torchmetrics.functional.classification import binary_auroc
 
 from anomalib_fastflow2d import Fastflow2D
-from anomalib_fastflow2d.demo_data import generate_demo_dataset
 from anomalib_fastflow2d.export import OPENVINO_F32_CONFIG
+from fastflow2d_demo_data import generate_demo_dataset
 
 PAUSE_S = 0.5
 """Pause before timing each variant, so that the previous runtime's worker threads have gone idle."""

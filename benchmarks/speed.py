@@ -69,8 +69,8 @@ from anomalib.models import AnomalibModule, Fastflow
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 
 from anomalib_fastflow2d import Fastflow2D
-from anomalib_fastflow2d.demo_data import generate_demo_dataset
 from anomalib_fastflow2d.presets import resolve_preset
+from fastflow2d_demo_data import generate_demo_dataset
 
 REFERENCE = "Fastflow"
 """The denominator of every ratio."""

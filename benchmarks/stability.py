@@ -28,7 +28,7 @@ from anomalib.engine import Engine
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 
 from anomalib_fastflow2d import Fastflow2D
-from anomalib_fastflow2d.demo_data import generate_demo_dataset
+from fastflow2d_demo_data import generate_demo_dataset
 
 CPU_PRESETS = ("resnet18", "wide_resnet50_2", "deit_base_distilled_patch16_384")
 

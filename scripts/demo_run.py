@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from anomalib_fastflow2d.demo_data import generate_demo_dataset
+from fastflow2d_demo_data import generate_demo_dataset
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPOSITORY / "configs" / "demo.yaml"

@@ -15,7 +15,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest
 
 from anomalib_fastflow2d._hook import DISABLE_VARIABLE
-from anomalib_fastflow2d.demo_data import generate_demo_dataset
+from fastflow2d_demo_data import generate_demo_dataset
 
 TINY_DATA: dict[str, Any] = {"image_size": 64, "num_train": 16, "num_test_normal": 6, "num_test_anomalous": 6}
 """Enough images for every metric to be defined, small enough for a CPU epoch in about a second."""

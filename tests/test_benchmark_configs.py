@@ -19,7 +19,7 @@ from anomalib.pipelines.benchmark.generator import BenchmarkJobGenerator
 from anomalib.pipelines.components.utils import get_iterator_from_grid_dict
 
 from anomalib_fastflow2d import PRESETS, Fastflow2D
-from anomalib_fastflow2d.demo_data import TEXTURES, generate_demo_dataset
+from fastflow2d_demo_data import TEXTURES, generate_demo_dataset
 from tests.conftest import ANOMALIB, run
 
 BENCHMARK_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "benchmark"

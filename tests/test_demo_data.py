@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomalib_fastflow2d.demo_data import (
+from fastflow2d_demo_data import (
     DEFECT_TYPES,
     TEXTURES,
     generate_demo_dataset,
@@ -236,7 +236,7 @@ def test_cli_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_module_runs_as_script(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "anomalib_fastflow2d.demo_data", "--root", str(tmp_path), "--categories", "gravel"]
+    command = [sys.executable, "-m", "fastflow2d_demo_data", "--root", str(tmp_path), "--categories", "gravel"]
     command += ["--image-size", "32", "--num-train", "2", "--num-test-normal", "1", "--num-test-anomalous", "1"]
     result = subprocess.run(
         command, capture_output=True, text=True, check=False, cwd=Path(__file__).parents[1], timeout=300
@@ -244,6 +244,23 @@ def test_module_runs_as_script(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("gravel: 2 train")
     assert len(list((tmp_path / "gravel").rglob("*.png"))) == 2 + 1 + 1 + 1
+
+
+def test_command_imports_neither_torch_nor_anomalib(tmp_path: Path) -> None:
+    # `fastflow2d-demo-data --help` took 5.7 s when the generator lived inside the plugin package, whose import
+    # registers the model and so imports torch and anomalib.
+    script = (
+        "import sys\n"
+        "from fastflow2d_demo_data import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = {'torch', 'anomalib', 'anomalib_fastflow2d', 'lightning'}\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & heavy))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, cwd=tmp_path, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
 
 
 def test_anomalib_mvtecad_datamodule_reads_dataset(tmp_path: Path) -> None:

@@ -25,8 +25,8 @@ from PIL import Image
 from torchmetrics.functional.classification import binary_auroc
 
 from anomalib_fastflow2d import PRESETS, Fastflow2D
-from anomalib_fastflow2d.demo_data import generate_demo_dataset
 from anomalib_fastflow2d.export import ONNX_OPSET, OPENVINO_F32_CONFIG
+from fastflow2d_demo_data import generate_demo_dataset
 from tests.conftest import ANOMALIB, TINY_MODEL, run
 
 ROOT = Path(__file__).resolve().parents[1]

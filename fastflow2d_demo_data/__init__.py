@@ -386,7 +386,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.num_test_anomalous} test anomalous -> {root / category}\n"
         )
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
