@@ -17,7 +17,7 @@ from .explain import Explanation, explain
 from .flows import Flow2D
 from .lightning_model import Fastflow2D
 from .loss import Fastflow2DLoss
-from .presets import PRESETS, BackboneKind, BackbonePreset, resolve_preset
+from .presets import PRESETS, BackboneKind, BackbonePreset, FlowConfig, resolve, resolve_preset
 from .registration import register
 from .torch_model import Fastflow2DModel
 
@@ -37,8 +37,10 @@ __all__ = [
     "Fastflow2DModel",
     "FeatureExtractor",
     "Flow2D",
+    "FlowConfig",
     "ImageScore",
     "explain",
     "register",
+    "resolve",
     "resolve_preset",
 ]

@@ -1,23 +1,32 @@
 # Copyright (C) 2026 anomalib-fastflow2d developers
 # SPDX-License-Identifier: Apache-2.0
 
-"""Checkpoint checks: a missing, truncated or foreign checkpoint gives an error that names the file and the fix.
+"""Checkpoints that load offline, bring their own architecture, and name a bad file with the fix.
 
 Without them, a truncated file fails deep in ``torch.load`` ("failed finding central directory"), and another
 model's checkpoint fails with a list of missing state-dict keys or an unexpected constructor argument.
 """
 
+import logging
 import pickle
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import torch
 from anomalib.utils.serialization import anomalib_safe_globals
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.fabric.utilities.types import _MAP_LOCATION_TYPE, _PATH
+from lightning.pytorch import LightningModule
+from typing_extensions import Self
 
-from .presets import resolve_preset
+from .presets import ARCHITECTURE_NAMES, FlowConfig, resolve
+
+if TYPE_CHECKING:
+    from .torch_model import Fastflow2DModel
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_MARKER = "anomalib_fastflow2d"
 """Checkpoint key that tells Fastflow2D's checkpoints from those of other models."""
@@ -47,34 +56,99 @@ def check_checkpoint(checkpoint: Mapping[str, Any], source: str) -> None:
         raise CheckpointError(msg)
 
 
-ARCHITECTURE_HPARAMS = ("backbone", "flow_steps", "conv3x3_only", "hidden_ratio", "feature_stages")
-"""The constructor arguments that shape the state dict."""
+def saved_config(hyper_parameters: Mapping[str, Any]) -> FlowConfig:
+    """The architecture a checkpoint's hyper-parameters describe (preset values where they hold ``None``)."""
+    saved: dict[str, Any] = {name: hyper_parameters[name] for name in ARCHITECTURE_NAMES if name in hyper_parameters}
+    return resolve(**saved)
 
 
-def architecture_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
-    """The architecture arguments whose effective value in ``saved`` differs from ``current``, with saved values.
-
-    An argument left at ``None`` counts as its preset's value, so ``flow_steps=None`` equals ``flow_steps=8`` for a
-    CNN preset.
-    """
-    saved_architecture, current_architecture = _architecture(saved), _architecture(current)
-    return {
-        name: saved.get(name)
-        for name in ARCHITECTURE_HPARAMS
-        if name in saved and saved_architecture[name] != current_architecture[name]
-    }
-
-
-def describe_architecture_change(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:
-    """The architecture arguments that differ, as ``name: current -> saved`` with the values actually used.
-
-    Preset values stand in for arguments left at ``None``, so the message never says ``None``.
-    """
-    saved_architecture, current_architecture = _architecture(saved), _architecture(current)
+def describe_architecture_change(current: FlowConfig, saved: FlowConfig) -> str:
+    """The fields that differ, as ``name: current -> saved`` with the values actually used (never ``None``)."""
     return ", ".join(
-        f"{name}: {current_architecture[name]} -> {saved_architecture[name]}"
-        for name in architecture_differences(saved, current)
+        f"{name}: {getattr(current, name)} -> {getattr(saved, name)}"
+        for name in ARCHITECTURE_NAMES
+        if getattr(current, name) != getattr(saved, name)
     )
+
+
+class CheckpointHooks(LightningModule):
+    """Mixin for Fastflow2D's LightningModule: checkpoints that load offline, bring their architecture, name a file.
+
+    The module holds ``model`` (a :class:`~anomalib_fastflow2d.torch_model.Fastflow2DModel`) and
+    ``backbone_weights_pending`` (pretrained weights still to load at fit start); ``weights_fitted`` becomes
+    ``True`` once weights are restored.
+    """
+
+    model: "Fastflow2DModel"
+    backbone_weights_pending: bool
+    weights_fitted: bool = False
+
+    def use_checked_checkpoint_io(self) -> None:
+        """Make the trainer's checkpoint reads name a missing or truncated file."""
+        strategy = self.trainer.strategy
+        if not isinstance(strategy.checkpoint_io, CheckedCheckpointIO):
+            strategy.checkpoint_io = CheckedCheckpointIO(strategy.checkpoint_io)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the checkpoint so that loading it needs neither the model hub nor the original weights file.
+
+        The backbone's weights are in the state dict, so the rebuilt model starts from random weights and the state
+        dict overwrites them. Weights that are not finite are never written.
+        """
+        weights = self.model.state_dict().items()
+        non_finite = [name for name, tensor in weights if not bool(torch.isfinite(tensor).all())]
+        if non_finite:
+            msg = f"Not saving a checkpoint with non-finite weights ({len(non_finite)} tensors, {non_finite[:3]})."
+            raise FloatingPointError(msg)
+        super().on_save_checkpoint(checkpoint)
+        hyper_parameters = checkpoint.setdefault("hyper_parameters", {})
+        hyper_parameters["pre_trained"] = False
+        hyper_parameters["backbone_weights"] = None
+        mark_checkpoint(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse other models' checkpoints; take the checkpoint's architecture and its backbone weights.
+
+        ``anomalib test/predict/export --ckpt_path`` build the model from command-line arguments before loading, so
+        a checkpoint trained with other ``flow_steps`` (say) would otherwise fail with missing state-dict keys.
+        """
+        source = repr(str(self._trainer.ckpt_path)) if self._trainer is not None else "being loaded"
+        check_checkpoint(checkpoint, source)
+        saved = saved_config(checkpoint.get("hyper_parameters", {}))
+        if saved != self.model.config:
+            change = describe_architecture_change(self.model.config, saved)
+            log.warning("Rebuilding Fastflow2D with the architecture of checkpoint %s: %s.", source, change)
+            self.hparams.update(saved.as_hparams())
+            self.model = self.model.rebuilt(saved)
+        super().on_load_checkpoint(checkpoint)
+        self.backbone_weights_pending = False
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:  # noqa: ANN401 - torch's own _IncompatibleKeys
+        """Load weights (from a checkpoint, or directly) and record that the flows hold restored weights."""
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.weights_fitted = True
+        return result
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path,
+        map_location: _MAP_LOCATION_TYPE = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool = True,
+        **kwargs: Any,  # noqa: ANN401 - hyper-parameter overrides, as in Lightning
+    ) -> Self:
+        """Load a Fastflow2D checkpoint; a missing, unreadable or foreign file gives an error naming it."""
+        check_checkpoint(read_checkpoint(checkpoint_path), repr(str(checkpoint_path)))
+        return super().load_from_checkpoint(
+            checkpoint_path,
+            map_location=map_location,
+            hparams_file=hparams_file,
+            strict=strict,
+            weights_only=weights_only,
+            **kwargs,
+        )
 
 
 def read_checkpoint(
@@ -88,8 +162,6 @@ def read_checkpoint(
         FileNotFoundError: If ``path`` does not exist.
         CheckpointError: If the file is truncated or not a PyTorch checkpoint.
     """
-    import torch  # noqa: PLC0415 - keeps this module importable for the checks alone
-
     file = Path(path)
     if not file.is_file():
         msg = f"Checkpoint {str(file)!r} does not exist. Pass the path of a model.ckpt written by training."
@@ -151,20 +223,3 @@ def _guess_model(checkpoint: Mapping[str, Any]) -> str:
     state_dict: Mapping[str, Any] = checkpoint.get("state_dict", {})
     prefixes = sorted({".".join(key.split(".")[:2]) for key in state_dict})[:4]
     return f"its weights start with {prefixes}" if prefixes else "it holds no weights"
-
-
-def _architecture(hparams: Mapping[str, Any]) -> dict[str, object]:
-    """The arguments that shape the state dict, with the preset's value where an argument was left at ``None``."""
-    backbone = str(hparams.get("backbone", "resnet18"))
-    preset = resolve_preset(backbone)
-    defaults: dict[str, object] = {
-        "flow_steps": preset.flow_steps,
-        "conv3x3_only": preset.conv3x3_only,
-        "hidden_ratio": preset.hidden_ratio,
-        "feature_stages": list(preset.feature_stages),
-    }
-    architecture: dict[str, object] = {"backbone": backbone}
-    for name, default in defaults.items():
-        value = hparams.get(name)
-        architecture[name] = default if value is None else list(value) if isinstance(value, (list, tuple)) else value
-    return architecture

@@ -138,7 +138,8 @@ def explain(
         The per-scale maps and their input-sized averages, in ``dtype``.
 
     Examples:
-        >>> model = Fastflow2DModel("resnet18", pre_trained=False, flow_steps=2).eval()
+        >>> from anomalib_fastflow2d.presets import resolve
+        >>> model = Fastflow2DModel(resolve("resnet18", flow_steps=2), pre_trained=False).eval()
         >>> explanation = explain(model, torch.randn(2, 3, 64, 64))
         >>> explanation.distance.shape, [tuple(z.shape) for z in explanation.latents][0]
         (torch.Size([2, 1, 64, 64]), (2, 64, 16, 16))

@@ -167,6 +167,77 @@ class FeatureCache:
         self._on_disk.add(key)
 
 
+class TrainingFeatures:
+    """The backbone features of training batches, from a :class:`FeatureCache` planned at the first batch.
+
+    The plan needs the size of one image's features, so it is made when the first batch has been through the
+    backbone. A cache is used only where the training data is deterministic (no random augmentation or
+    pre-processing) and batches carry image paths to key it by.
+
+    Args:
+        enabled: Whether a cache may be used at all.
+        memory_limit_mb: Memory the cache may use before it goes to disk.
+    """
+
+    def __init__(self, enabled: bool, memory_limit_mb: float) -> None:
+        self.enabled = enabled
+        self.memory_limit_mb = memory_limit_mb
+        self.cache: FeatureCache | None = None
+        self._planned = True
+        self._trainer: Any = None
+
+    def start(self, trainer: Any, transform: Callable[[torch.Tensor], torch.Tensor] | None) -> None:  # noqa: ANN401 - a Lightning Trainer
+        """At the start of training, drop an earlier run's cache and decide whether this run's data allows one.
+
+        The trainer gives the number of training images and the folder of a disk cache when the plan is made.
+        """
+        self.clear()
+        self._trainer = trainer
+        self._planned = not self.enabled
+        if not self.enabled:
+            return
+        reason = randomness_in_training_data(getattr(trainer.train_dataloader, "dataset", None), transform)
+        if reason is not None:
+            log.info("Feature cache: off, because %s; the backbone runs every epoch.", reason)
+            self._planned = True
+
+    def __call__(
+        self,
+        keys: Sequence[str] | None,
+        images: torch.Tensor,
+        extract: Callable[[torch.Tensor], list[torch.Tensor]],
+    ) -> list[torch.Tensor]:
+        """The features of a training batch: cached, extracted and cached, or extracted.
+
+        Args:
+            keys: The batch's image paths, or ``None`` where the batches carry none.
+            images: The pre-processed batch ``(N, 3, H, W)``.
+            extract: The (frozen) backbone.
+        """
+        trainer = self._trainer
+        if not self._planned:
+            self._planned = True
+            if keys is not None:
+                features = extract(images)
+                self.cache = FeatureCache.plan(
+                    bytes_per_image=sum(feature[0].numel() * feature.element_size() for feature in features),
+                    num_images=len(trainer.train_dataloader.dataset),
+                    memory_limit_mb=self.memory_limit_mb,
+                    directory=Path(trainer.default_root_dir) / "feature_cache" / f"rank{trainer.global_rank}",
+                    device=images.device,
+                )
+                return features if self.cache is None else self.cache.features(keys, images, lambda _: features)
+        if self.cache is None or keys is None:
+            return extract(images)
+        return self.cache.features(keys, images, extract)
+
+    def clear(self) -> None:
+        """Free the cache (and its folder, for a disk cache)."""
+        if self.cache is not None:
+            self.cache.clear()
+            self.cache = None
+
+
 def randomness_in_training_data(dataset: Any, transform: Callable[[torch.Tensor], torch.Tensor] | None) -> str | None:  # noqa: ANN401 - any map-style dataset
     """Say why cached features would be wrong for this training data, or ``None`` where they are right.
 

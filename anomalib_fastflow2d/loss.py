@@ -10,7 +10,8 @@ By the change-of-variables formula, with ``z = f(x)`` and a standard normal prio
     -\log p(x) = \tfrac{1}{2}\lVert z \rVert^2 - \log\left|\det \tfrac{\partial z}{\partial x}\right|
                   + \tfrac{D}{2}\log 2\pi
 
-The constant is dropped; the rest is summed over scales and averaged over the batch.
+The constant is dropped; the rest is summed over scales and averaged over the batch. It is computed in float32 even
+under mixed precision: log-determinants summed over a feature map lose too much in bfloat16.
 """
 
 import torch
@@ -37,13 +38,14 @@ class Fastflow2DLoss(nn.Module):
             log_jacobians: ``log|det dz/dx|`` of shape ``(N,)`` per scale.
 
         Returns:
-            The scalar loss in nats per image.
+            The scalar loss in nats per image, in float32 (or wider).
         """
-        per_image = sum(
-            0.5 * latent.pow(2).flatten(start_dim=1).sum(dim=1) - log_jacobian
-            for latent, log_jacobian in zip(latents, log_jacobians, strict=True)
-        )
-        return torch.as_tensor(per_image).mean()
+        with torch.autocast(latents[0].device.type, enabled=False):
+            per_image = sum(
+                0.5 * _at_least_float32(latent).pow(2).flatten(start_dim=1).sum(dim=1) - _at_least_float32(log_jacobian)
+                for latent, log_jacobian in zip(latents, log_jacobians, strict=True)
+            )
+            return torch.as_tensor(per_image).mean()
 
     @staticmethod
     def dimensions(latents: list[torch.Tensor]) -> int:
@@ -52,3 +54,7 @@ class Fastflow2DLoss(nn.Module):
         Nats per dimension compare across backbones and input sizes, where nats per image do not.
         """
         return sum(latent[0].numel() for latent in latents)
+
+
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor if tensor.dtype == torch.float64 else tensor.float()

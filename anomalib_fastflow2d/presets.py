@@ -1,19 +1,24 @@
 # Copyright (C) 2026 anomalib-fastflow2d developers
 # SPDX-License-Identifier: Apache-2.0
 
-"""Backbone presets that reproduce the FastFlow paper's configurations.
+"""Backbone presets that reproduce the FastFlow paper's configurations, and the one place they are resolved.
 
 A preset is data: the backbone family, the feature stages, the flow depth, the subnet kernel pattern, the hidden
 ratio and the input size the paper trained at. Adding a backbone means adding one entry to :data:`PRESETS`.
 
 Any other timm CNN that supports ``features_only`` works too; it gets :data:`DEFAULT_CNN_PRESET`.
 
+:func:`resolve` turns a backbone name and the user's overrides into a :class:`FlowConfig`, the architecture every
+other part of the package (torch model, checkpoints, Lightning module, benchmarks) is built from. Its fields are the
+only list of architecture names.
+
 Paper:
     FastFlow: Unsupervised Anomaly Detection and Localization via 2D Normalizing Flows, Yu et al. 2021,
     https://arxiv.org/abs/2111.07677 (Table 6 and Section 4.2 for steps, kernels and feature blocks).
 """
 
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
 from enum import Enum
 
 
@@ -109,3 +114,83 @@ def resolve_preset(backbone: str) -> BackbonePreset:
         "or the name of a timm CNN that supports features_only (see timm.list_models())."
     )
     raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """The resolved architecture of a Fastflow2D: what shapes its state dict, with every preset value filled in.
+
+    Build it with :func:`resolve`. Checkpoints store these fields as hyper-parameters, and a checkpoint of another
+    architecture is recognised by comparing them.
+
+    Args:
+        backbone: A key of :data:`PRESETS` or the name of a timm CNN.
+        feature_stages: timm ``out_indices``: the CNN stages, or the ViT block.
+        flow_steps: Coupling blocks per flow.
+        conv3x3_only: 3x3 kernels in every subnet instead of alternating 3x3 and 1x1.
+        hidden_ratio: Subnet hidden channels as a fraction of its input channels.
+
+    Examples:
+        >>> resolve("resnet18", flow_steps=2)
+        FlowConfig(backbone='resnet18', feature_stages=(1, 2, 3), flow_steps=2, conv3x3_only=True, hidden_ratio=1.0)
+    """
+
+    backbone: str
+    feature_stages: tuple[int, ...]
+    flow_steps: int
+    conv3x3_only: bool
+    hidden_ratio: float
+
+    def __post_init__(self) -> None:
+        """Refuse values no flow can be built from, naming the argument."""
+        for name, value in (("flow_steps", self.flow_steps), ("hidden_ratio", self.hidden_ratio)):
+            if not value > 0:
+                msg = f"{name} must be positive, got {value}."
+                raise ValueError(msg)
+        if not self.feature_stages:
+            msg = "feature_stages must name at least one stage, e.g. [1, 2, 3]."
+            raise ValueError(msg)
+
+    @property
+    def preset(self) -> BackbonePreset:
+        """The backbone's preset: its kind, size handling and the paper's input size."""
+        return resolve_preset(self.backbone)
+
+    def as_hparams(self) -> dict[str, object]:
+        """The fields as checkpoint hyper-parameters (feature stages as a list, as the CLI writes them)."""
+        return {
+            field.name: list(value) if isinstance(value := getattr(self, field.name), tuple) else value
+            for field in fields(self)
+        }
+
+
+ARCHITECTURE_NAMES: tuple[str, ...] = tuple(field.name for field in fields(FlowConfig))
+"""The names of the architecture arguments, in :class:`FlowConfig`'s order."""
+
+
+def resolve(
+    backbone: str = "resnet18",
+    feature_stages: Sequence[int] | None = None,
+    flow_steps: int | None = None,
+    conv3x3_only: bool | None = None,
+    hidden_ratio: float | None = None,
+) -> FlowConfig:
+    """Resolve a backbone's architecture: the preset's values, overridden by every argument that is not ``None``.
+
+    Raises:
+        ValueError: For an unknown backbone (listing the presets) or a value no flow can be built from.
+
+    Examples:
+        >>> resolve("wide_resnet50_2").conv3x3_only
+        False
+        >>> resolve("resnet18", feature_stages=[1, 2]).feature_stages
+        (1, 2)
+    """
+    preset = resolve_preset(backbone)
+    return FlowConfig(
+        backbone=backbone,
+        feature_stages=tuple(preset.feature_stages if feature_stages is None else feature_stages),
+        flow_steps=preset.flow_steps if flow_steps is None else flow_steps,
+        conv3x3_only=preset.conv3x3_only if conv3x3_only is None else conv3x3_only,
+        hidden_ratio=preset.hidden_ratio if hidden_ratio is None else hidden_ratio,
+    )

@@ -14,8 +14,7 @@ Paper:
 """
 
 import os
-from collections.abc import Callable, Sequence
-from typing import cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import torch
 from anomalib.data import InferenceBatch
@@ -24,31 +23,34 @@ from torch import nn
 from .anomaly_map import AnomalyMapGenerator, ImageScore
 from .backbones import FeatureExtractor
 from .flows import Flow2D
-from .presets import BackboneKind, resolve_preset
+from .presets import BackboneKind, FlowConfig
 
-FlowFunction = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-"""A flow as :meth:`Fastflow2DModel.encode` calls it: features to latents and log-Jacobians."""
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+"""The ``torch.compile`` modes Fastflow2D accepts."""
 
 
 class Fastflow2DModel(nn.Module):
-    """Fastflow2D as a plain ``nn.Module``.
+    """Fastflow2D as a plain ``nn.Module``, built from a resolved :class:`~anomalib_fastflow2d.presets.FlowConfig`.
 
-    Explicit arguments override the backbone's preset (see :data:`anomalib_fastflow2d.presets.PRESETS`).
+    Its steps are public so that training (which caches backbone features), the explanation and the benchmarks run
+    the model's own path: :meth:`backbone_features`, :meth:`normalise`, :meth:`encode` (latents and
+    log-determinants, for the loss), :meth:`latents` (latents only, for inference) and :meth:`anomaly_map`.
+    :meth:`compile` makes every step run compiled. ``forward`` is inference: scores and anomaly maps.
 
     Args:
-        backbone: A preset name or any timm CNN that supports ``features_only``. Defaults to ``"resnet18"``.
+        config: The architecture, from :func:`~anomalib_fastflow2d.presets.resolve`.
         pre_trained: Load the hub's pretrained backbone weights. Defaults to ``True``.
         backbone_weights: Local backbone weights file, used instead of the hub. Defaults to ``None``.
-        flow_steps: Coupling blocks per flow. Defaults to the preset's.
-        conv3x3_only: 3x3 kernels in every subnet instead of alternating 3x3/1x1. Defaults to the preset's.
-        hidden_ratio: Subnet hidden channels as a fraction of input channels. Defaults to the preset's.
-        feature_stages: timm ``out_indices`` (CNN stages, or the ViT block). Defaults to the preset's.
         image_score: Reduction of the anomaly map to an image score. Defaults to ``"max"``.
         topk_fraction: Fraction of pixels averaged by ``image_score="topk_mean"``. Defaults to ``0.01``.
 
     Examples:
-        >>> model = Fastflow2DModel("resnet18", pre_trained=False, flow_steps=2)
-        >>> latents, log_jacobians = model(torch.randn(2, 3, 64, 64))
+        >>> from anomalib_fastflow2d.presets import resolve
+        >>> model = Fastflow2DModel(resolve("resnet18", flow_steps=2), pre_trained=False)
+        >>> latents, log_jacobians = model.encode(model.features(torch.randn(2, 3, 64, 64)))
         >>> [tuple(latent.shape) for latent in latents]
         [(2, 64, 16, 16), (2, 128, 8, 8), (2, 256, 4, 4)]
         >>> model = model.eval()
@@ -58,31 +60,19 @@ class Fastflow2DModel(nn.Module):
 
     def __init__(
         self,
-        backbone: str = "resnet18",
+        config: FlowConfig,
         pre_trained: bool = True,
         backbone_weights: str | os.PathLike[str] | None = None,
-        flow_steps: int | None = None,
-        conv3x3_only: bool | None = None,
-        hidden_ratio: float | None = None,
-        feature_stages: Sequence[int] | None = None,
         image_score: ImageScore | str = ImageScore.MAX,
         topk_fraction: float = 0.01,
     ) -> None:
         super().__init__()
-        preset = resolve_preset(backbone)
-        self.flow_steps = preset.flow_steps if flow_steps is None else flow_steps
-        self.conv3x3_only = preset.conv3x3_only if conv3x3_only is None else conv3x3_only
-        self.hidden_ratio = preset.hidden_ratio if hidden_ratio is None else hidden_ratio
-        self.feature_stages = tuple(preset.feature_stages if feature_stages is None else feature_stages)
-        _check_positive(flow_steps=self.flow_steps, hidden_ratio=self.hidden_ratio)
-        if not self.feature_stages:
-            msg = "feature_stages must name at least one stage, e.g. [1, 2, 3]."
-            raise ValueError(msg)
-
+        self.config = config
+        preset = config.preset
         self.feature_extractor = FeatureExtractor(
-            backbone,
+            config.backbone,
             kind=preset.kind,
-            feature_stages=self.feature_stages,
+            feature_stages=config.feature_stages,
             pre_trained=pre_trained,
             backbone_weights=backbone_weights,
             dynamic_size=preset.dynamic_size,
@@ -94,13 +84,54 @@ class Fastflow2DModel(nn.Module):
             for num_channels in channels
         )
         self.flows = nn.ModuleList(
-            Flow2D(num_channels, self.flow_steps, self.conv3x3_only, self.hidden_ratio) for num_channels in channels
+            Flow2D(num_channels, config.flow_steps, config.conv3x3_only, config.hidden_ratio)
+            for num_channels in channels
         )
         self.anomaly_map_generator = AnomalyMapGenerator(image_score=image_score, topk_fraction=topk_fraction)
+        # A plain dict, so that the compiled wrappers are neither submodules nor state-dict keys.
+        self._compiled: dict[str, Callable[..., object]] = {}
+        self.compile_mode: CompileMode | None = None
+
+    def rebuilt(self, config: FlowConfig) -> "Fastflow2DModel":
+        """A model of another architecture with this one's scoring, device and compile mode, and random weights.
+
+        Loading a checkpoint of another architecture builds it before its state dict is loaded.
+        """
+        generator = self.anomaly_map_generator
+        model = Fastflow2DModel(
+            config, pre_trained=False, image_score=generator.image_score, topk_fraction=generator.topk_fraction
+        )
+        model = model.to(next(self.parameters()).device)
+        model.compile(self.compile_mode)
+        return model
+
+    def compile(self, mode: CompileMode | None) -> None:
+        """Run the backbone, each flow and the inference path through ``torch.compile`` with ``mode`` from now on.
+
+        ``None`` returns to eager execution. Exports always trace the eager modules.
+        """
+        self._compiled = {}
+        self.compile_mode = mode
+        if mode is None:
+            return
+        self._compiled["backbone"] = torch.compile(self.feature_extractor, mode=mode)
+        self._compiled["inference"] = torch.compile(self._infer, mode=mode)
+        for index, flow in enumerate(self.flows):
+            self._compiled[f"flow{index}"] = torch.compile(flow, mode=mode)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether :meth:`compile` set a mode."""
+        return bool(self._compiled)
+
+    def backbone_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The frozen backbone's features of pre-processed images: one ``(N, C_s, H_s, W_s)`` map per scale."""
+        extract = self._compiled.get("backbone", self.feature_extractor)
+        return cast("list[torch.Tensor]", extract(images))
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Normalised backbone features, the flows' input: one ``(N, C_s, H_s, W_s)`` map per scale."""
-        return self.normalise(self.feature_extractor(images))
+        return self.normalise(self.backbone_features(images))
 
     def normalise(self, backbone_features: list[torch.Tensor]) -> list[torch.Tensor]:
         """Apply each scale's (trainable) normalisation to the frozen backbone's features.
@@ -109,27 +140,33 @@ class Fastflow2DModel(nn.Module):
         """
         return [norm(feature) for norm, feature in zip(self.norms, backbone_features, strict=True)]
 
-    def encode(
-        self,
-        features: list[torch.Tensor],
-        flows: Sequence[FlowFunction] | None = None,
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Map features to latents with each scale's flow.
-
-        Args:
-            features: Normalised features, one map per scale.
-            flows: Callables to use instead of the model's flows, such as compiled wrappers of them.
+    def encode(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Map normalised features to latents with each scale's flow, with the log-determinants the loss needs.
 
         Returns:
             Latent maps (same shapes as ``features``) and ``log|det dz/dx|`` of shape ``(N,)`` per scale.
         """
+        if self._compiled:
+            # CUDA-graph modes reuse their memory at the next call; mark the step so that they may.
+            torch.compiler.cudagraph_mark_step_begin()
         latents, log_jacobians = [], []
-        scale_flows: Sequence[FlowFunction] = [cast("Flow2D", flow) for flow in self.flows] if flows is None else flows
-        for flow, feature in zip(scale_flows, features, strict=True):
-            latent, log_jacobian = flow(feature)
+        for index, (flow, feature) in enumerate(zip(self.flows, features, strict=True)):
+            run = cast(
+                "Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]", self._compiled.get(f"flow{index}", flow)
+            )
+            latent, log_jacobian = run(feature)
             latents.append(latent)
             log_jacobians.append(log_jacobian)
         return latents, log_jacobians
+
+    def latents(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Map normalised features to latents for inference: no log-determinants, folded coupling parameters."""
+        return [cast("Flow2D", flow).latent(feature) for flow, feature in zip(self.flows, features, strict=True)]
+
+    def anomaly_map(self, latents: list[torch.Tensor], image_size: tuple[int, int]) -> InferenceBatch:
+        """Scores ``(N, 1)`` and anomaly maps ``(N, 1, H, W)`` of ``(H, W)`` images from their latents."""
+        anomaly_map, pred_score = self.anomaly_map_generator(latents, image_size=image_size)
+        return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
 
     def decode(self, latents: list[torch.Tensor]) -> list[torch.Tensor]:
         """Map latents back to normalised features: the exact inverse of :meth:`encode`."""
@@ -174,23 +211,21 @@ class Fastflow2DModel(nn.Module):
         ]
         return self.decode(latents)
 
-    def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]] | InferenceBatch:
-        """Run the model.
+    def forward(self, images: torch.Tensor) -> InferenceBatch:
+        """Score pre-processed images ``(N, 3, H, W)``: ``pred_score`` ``(N, 1)`` and ``anomaly_map`` ``(N, 1, H, W)``.
 
-        Args:
-            images: Normalised images of shape ``(N, 3, H, W)``.
-
-        Returns:
-            In training mode, the per-scale latents and log-Jacobians for the loss. In eval mode, an
-            ``InferenceBatch`` with ``pred_score`` ``(N, 1)`` and ``anomaly_map`` ``(N, 1, H, W)``.
+        Runs compiled after :meth:`compile`; the results are then copies, valid after the next call.
         """
-        if self.training:
-            return self.encode(self.features(images))
+        if "inference" not in self._compiled:
+            return self._infer(images)
+        torch.compiler.cudagraph_mark_step_begin()
+        predictions = cast("InferenceBatch", self._compiled["inference"](images))
+        return InferenceBatch(**{key: _copy(value) for key, value in predictions._asdict().items()})
+
+    def _infer(self, images: torch.Tensor) -> InferenceBatch:
         # oneDNN convolves channels-last tensors without reordering them, and the layout carries through the model.
-        features = self.features(images.contiguous(memory_format=torch.channels_last))
-        latents = [cast("Flow2D", flow).latent(feature) for flow, feature in zip(self.flows, features, strict=True)]
-        anomaly_map, pred_score = self.anomaly_map_generator(latents, image_size=(images.shape[-2], images.shape[-1]))
-        return InferenceBatch(pred_score=pred_score, anomaly_map=anomaly_map)
+        features = self.normalise(self.feature_extractor(images.contiguous(memory_format=torch.channels_last)))
+        return self.anomaly_map(self.latents(features), image_size=(images.shape[-2], images.shape[-1]))
 
 
 def _check_positive(**values: float) -> None:
@@ -198,3 +233,7 @@ def _check_positive(**values: float) -> None:
         if not value > 0:
             msg = f"{name} must be positive, got {value}."
             raise ValueError(msg)
+
+
+def _copy(value: torch.Tensor | None) -> torch.Tensor | None:
+    return None if value is None else value.clone()

@@ -281,17 +281,16 @@ def autocast(run: RunSettings) -> torch.autocast:
 
 
 def inference_function(module: AnomalibModule) -> Callable[[torch.Tensor], Any]:
-    """What eval-mode inference of pre-processed images runs: Fastflow2D's (maybe compiled) model, or the model."""
-    if isinstance(module, Fastflow2D):
-        return module.predict_images
-    return module.model
+    """What eval-mode inference of pre-processed images runs: the torch model (compiled where Fastflow2D's is)."""
+    return cast("Callable[[torch.Tensor], Any]", module.model)
 
 
 def training_loss_function(module: AnomalibModule) -> Callable[[torch.Tensor], torch.Tensor]:
     """The training loss of a batch of pre-processed images, as each model's ``training_step`` computes it."""
+    model = cast("Any", module.model)
     if isinstance(module, Fastflow2D):
-        return lambda images: module.feature_loss(module.extract_features(images))[0]
-    return lambda images: module.loss(*module.model(images))
+        return lambda images: module.loss(*model.encode(model.features(images)))
+    return lambda images: module.loss(*model(images))
 
 
 def build_fastflow2d(flow: FlowSettings, extra_arguments: Mapping[str, Any]) -> AnomalibModule:

@@ -9,7 +9,13 @@ import timm
 import torch
 from huggingface_hub import constants
 
-from anomalib_fastflow2d import BackboneKind, BackboneWeightsUnavailableError, Fastflow2DModel, FeatureExtractor
+from anomalib_fastflow2d import (
+    BackboneKind,
+    BackboneWeightsUnavailableError,
+    Fastflow2DModel,
+    FeatureExtractor,
+    resolve,
+)
 
 
 def _resnet18(**kwargs: object) -> FeatureExtractor:
@@ -63,13 +69,13 @@ def test_weights_of_another_backbone_are_refused(tmp_path: Path) -> None:
 
 
 def test_backbone_is_frozen_and_stays_in_eval_mode() -> None:
-    model = Fastflow2DModel("resnet18", pre_trained=False, flow_steps=2)
+    model = Fastflow2DModel(resolve("resnet18", flow_steps=2), pre_trained=False)
     model.train()
     assert not model.feature_extractor.training
     assert not any(module.training for module in model.feature_extractor.modules())
     assert model.flows.training
 
-    latents, log_jacobians = model(torch.randn(2, 3, 64, 64))
+    latents, log_jacobians = model.encode(model.features(torch.randn(2, 3, 64, 64)))
     loss = sum(latent.square().sum() for latent in latents) - sum(log_jacobians).sum()
     loss.backward()
     assert all(parameter.grad is None for parameter in model.feature_extractor.parameters())

@@ -71,7 +71,7 @@ def test_paper_config_builds_every_preset_with_the_stock_job_generator(name: str
         preset = PRESETS[job.flat_cfg["model.init_args.backbone"]]
         assert isinstance(job.model, Fastflow2D)
         assert tuple(job.model.input_size) == preset.input_size
-        assert job.model.model.feature_stages == preset.feature_stages
+        assert job.model.model.config.feature_stages == preset.feature_stages
         assert len(job.model.model.flows[0].inn.module_list) == preset.flow_steps
         assert job.model.max_epochs == 500
         assert isinstance(job.datamodule, datamodule_class)

@@ -132,8 +132,8 @@ def test_checkpoint_of_another_architecture_rebuilds_the_model(
         metrics = _engine(tmp_path).test(model, datamodule=_datamodule(demo_root), ckpt_path=checkpoint_path)[0]
     assert "flow_steps: 3 -> 2, hidden_ratio: 0.5 -> 1.0." in caplog.text
     assert "None" not in caplog.text
-    assert model.model.flow_steps == 2
-    assert model.model.hidden_ratio == 1.0
+    assert model.model.config.flow_steps == 2
+    assert model.model.config.hidden_ratio == 1.0
     assert 0.0 <= metrics["image_AUROC"] <= 1.0
 
 

@@ -29,7 +29,7 @@ def test_preset_config_builds_the_preset(backbone: str) -> None:
     assert isinstance(cli.model, Fastflow2D)
     assert tuple(cli.model.input_size) == preset.input_size
     assert len(cli.model.model.flows[0].inn.module_list) == preset.flow_steps
-    assert cli.model.model.feature_stages == preset.feature_stages
+    assert cli.model.model.config.feature_stages == preset.feature_stages
     assert cli.config["train"]["trainer"]["max_epochs"] == 500
     assert cli.datamodule.category == "bottle"
 

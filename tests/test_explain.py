@@ -16,7 +16,7 @@ from lightning.pytorch import seed_everything
 from PIL import Image
 from torchmetrics.classification import BinaryAUROC
 
-from anomalib_fastflow2d import AnomalyMapGenerator, Fastflow2D, Fastflow2DModel
+from anomalib_fastflow2d import AnomalyMapGenerator, Fastflow2D, Fastflow2DModel, resolve
 from anomalib_fastflow2d.explain import (
     explain,
     feature_distance,
@@ -73,7 +73,7 @@ def test_decode_inverts_encode_on_real_features(trained: tuple[Fastflow2D, Path,
 
 
 def test_feature_shapes_match_the_features_at_any_size() -> None:
-    model = Fastflow2DModel("resnet18", pre_trained=False, flow_steps=2)
+    model = Fastflow2DModel(resolve("resnet18", flow_steps=2), pre_trained=False)
     for size in [(64, 64), (50, 90)]:
         with torch.no_grad():
             features = model.features(torch.randn(1, 3, *size))
@@ -96,7 +96,7 @@ def test_samples_are_decoded_gaussian_latents(trained: tuple[Fastflow2D, Path, P
 
 @pytest.mark.parametrize(("num_samples", "temperature", "name"), [(0, 1.0, "num_samples"), (1, 0.0, "temperature")])
 def test_sample_rejects_non_positive_arguments(num_samples: int, temperature: float, name: str) -> None:
-    model = Fastflow2DModel("resnet18", pre_trained=False, flow_steps=2)
+    model = Fastflow2DModel(resolve("resnet18", flow_steps=2), pre_trained=False)
     with pytest.raises(ValueError, match=name):
         model.sample(num_samples, (64, 64), temperature)
 

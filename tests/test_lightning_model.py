@@ -297,7 +297,7 @@ def test_bf16_autocast_keeps_the_loss_in_float32_and_close_to_it() -> None:
     assert mixed.dtype == torch.float32
     assert mixed.item() == pytest.approx(full_precision.item(), rel=1e-2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _, log_jacobians = model.model(batch.image)
+        _, log_jacobians = model.model.encode(model.model.features(batch.image))
     assert all(log_jacobian.dtype == torch.float32 for log_jacobian in log_jacobians)
 
 
@@ -322,7 +322,7 @@ def test_compiled_model_trains_and_predicts_like_the_eager_one(demo_root: Path, 
         loss = float(engine.trainer.logged_metrics["train_loss"])
         results.append((model, loss, engine.predict(model, datamodule=_datamodule(demo_root))))
     (eager, eager_loss, eager_predictions), (compiled, compiled_loss, compiled_predictions) = results
-    assert compiled._compiled_forward
+    assert compiled.model.compiled
     assert compiled_loss == pytest.approx(eager_loss, rel=1e-4)
     assert set(compiled.state_dict()) == set(eager.state_dict())
     for eager_batch, compiled_batch in zip(eager_predictions, compiled_predictions, strict=True):

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from anomalib_fastflow2d import PRESETS, BackboneKind, Fastflow2DModel, resolve_preset
+from anomalib_fastflow2d import PRESETS, BackboneKind, Fastflow2DModel, resolve, resolve_preset
 from anomalib_fastflow2d.presets import DEFAULT_CNN_PRESET
 
 # What the paper's presets must build: (channels per scale, strides, steps, kernels of the first two steps).
@@ -24,7 +24,7 @@ def test_every_preset_is_covered() -> None:
 @pytest.mark.parametrize("backbone", sorted(PRESETS))
 def test_preset_builds_with_expected_scales_steps_and_kernels(backbone: str) -> None:
     channels, strides, steps, first_kernels = EXPECTED[backbone]
-    model = Fastflow2DModel(backbone, pre_trained=False)
+    model = Fastflow2DModel(resolve(backbone), pre_trained=False)
     assert model.feature_extractor.channels == channels
     assert model.feature_extractor.strides == strides
     assert len(model.flows) == len(channels)
@@ -36,9 +36,8 @@ def test_preset_builds_with_expected_scales_steps_and_kernels(backbone: str) -> 
 
 
 def test_explicit_arguments_override_the_preset() -> None:
-    model = Fastflow2DModel(
-        "wide_resnet50_2", pre_trained=False, flow_steps=3, conv3x3_only=True, hidden_ratio=0.5, feature_stages=[2, 3]
-    )
+    config = resolve("wide_resnet50_2", flow_steps=3, conv3x3_only=True, hidden_ratio=0.5, feature_stages=[2, 3])
+    model = Fastflow2DModel(config, pre_trained=False)
     assert model.feature_extractor.channels == [512, 1024]
     assert [len(flow.inn.module_list) for flow in model.flows] == [3, 3]
     assert model.flows[0].kernel_sizes == [3, 3, 3]
@@ -47,7 +46,7 @@ def test_explicit_arguments_override_the_preset() -> None:
 
 def test_other_timm_cnn_gets_the_default_stages() -> None:
     assert resolve_preset("resnet10t") is DEFAULT_CNN_PRESET
-    model = Fastflow2DModel("resnet10t", pre_trained=False, flow_steps=2)
+    model = Fastflow2DModel(resolve("resnet10t", flow_steps=2), pre_trained=False)
     assert model.feature_extractor.strides == [4, 8, 16]
     assert model.flows[0].kernel_sizes == [3, 1]
 
@@ -62,7 +61,7 @@ def test_vit_presets_use_one_scale_after_the_papers_block() -> None:
 def test_unknown_backbone_lists_the_presets_at_once() -> None:
     start = time.perf_counter()
     with pytest.raises(ValueError, match="Unknown backbone 'resnet_eighteen'") as error:
-        Fastflow2DModel("resnet_eighteen", pre_trained=False)
+        Fastflow2DModel(resolve("resnet_eighteen"), pre_trained=False)
     assert time.perf_counter() - start < 1.0
     for name in PRESETS:
         assert name in str(error.value)
@@ -78,9 +77,9 @@ def test_unknown_backbone_lists_the_presets_at_once() -> None:
 )
 def test_bad_flow_arguments_name_the_argument(kwargs: dict, argument: str) -> None:
     with pytest.raises(ValueError, match=argument):
-        Fastflow2DModel("resnet18", pre_trained=False, **kwargs)
+        Fastflow2DModel(resolve("resnet18", **kwargs), pre_trained=False)
 
 
 def test_impossible_feature_stages_get_a_clear_error() -> None:
     with pytest.raises(ValueError, match="feature_stages"):
-        Fastflow2DModel("resnet18", pre_trained=False, feature_stages=[7])
+        Fastflow2DModel(resolve("resnet18", feature_stages=[7]), pre_trained=False)

@@ -7,17 +7,18 @@ from anomalib.data import InferenceBatch
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_fastflow2d import Fastflow2DModel
+from anomalib_fastflow2d.presets import resolve
 
 
 @pytest.fixture(scope="module")
 def model() -> Fastflow2DModel:
     torch.manual_seed(0)
-    return Fastflow2DModel("resnet18", pre_trained=False, flow_steps=2)
+    return Fastflow2DModel(resolve("resnet18", flow_steps=2), pre_trained=False)
 
 
-def test_training_mode_returns_latents_and_log_jacobians(model: Fastflow2DModel) -> None:
+def test_encode_returns_latents_and_log_jacobians(model: Fastflow2DModel) -> None:
     model.train()
-    latents, log_jacobians = model(torch.randn(2, 3, 64, 64))
+    latents, log_jacobians = model.encode(model.features(torch.randn(2, 3, 64, 64)))
     assert [tuple(latent.shape) for latent in latents] == [(2, 64, 16, 16), (2, 128, 8, 8), (2, 256, 4, 4)]
     assert [tuple(log_jacobian.shape) for log_jacobian in log_jacobians] == [(2,), (2,), (2,)]
 
@@ -55,7 +56,7 @@ def test_decode_inverts_encode(model: Fastflow2DModel) -> None:
 def _perturbed_model() -> Fastflow2DModel:
     """A model whose flows are away from their identity-like initialisation, in float64."""
     torch.manual_seed(0)
-    model = Fastflow2DModel("resnet18", pre_trained=False, flow_steps=4)
+    model = Fastflow2DModel(resolve("resnet18", flow_steps=4), pre_trained=False)
     with torch.no_grad():
         for parameter in [*model.norms.parameters(), *model.flows.parameters()]:
             if parameter.requires_grad:
@@ -89,11 +90,11 @@ def test_eval_output_is_the_papers_map_computed_the_reference_way(image_size: tu
     torch.testing.assert_close(output.pred_score, expected.flatten(1).amax(dim=1, keepdim=True), rtol=0, atol=1e-4)
 
 
-def test_training_mode_returns_freias_latents_and_log_jacobians() -> None:
+def test_encode_returns_freias_latents_and_log_jacobians() -> None:
     model = _perturbed_model().train()
     images = torch.randn(2, 3, 64, 64)
-    latents, log_jacobians = model(images)
     features = model.features(images)
+    latents, log_jacobians = model.encode(features)
     for flow, feature, latent, log_jacobian in zip(model.flows, features, latents, log_jacobians, strict=True):
         expected_latent, expected_log_jacobian = flow.inn(feature)
         assert torch.equal(latent, expected_latent)
