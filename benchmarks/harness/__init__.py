@@ -9,6 +9,8 @@
 - :mod:`~benchmarks.harness.environment`: seed, versions, machine and commit id of a run.
 - :mod:`~benchmarks.harness.adapters`: the models under test (Fastflow2D and anomalib's Fastflow) behind one
   interface, and the flow settings they share.
-- :mod:`~benchmarks.harness.modes`: the side-by-side modes of ``speed.py`` (training, eager, training step,
-  OpenVINO).
+- :mod:`~benchmarks.harness.settings`: how long, on what data and on which device ``speed.py`` measures.
+- :mod:`~benchmarks.harness.training`: the ``train`` and ``test`` modes, epochs timed by a Lightning callback.
+- :mod:`~benchmarks.harness.modes`: every side-by-side mode of ``speed.py`` (training and test, eager, training
+  step, OpenVINO) in one call.
 """
