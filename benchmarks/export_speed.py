@@ -24,15 +24,11 @@ Example:
 """
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from importlib.metadata import version
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +41,14 @@ from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
 from torchmetrics.functional.classification import binary_auroc
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the harness imports from the checkout
+
 from anomalib_fastflow2d import Fastflow2D
 from anomalib_fastflow2d.export import OPENVINO_F32_CONFIG
+from benchmarks.harness.environment import capture
+from benchmarks.harness.memory import MIB
+from benchmarks.harness.records import Record, markdown_table, write_report
+from benchmarks.harness.timing import time_in_turns
 from fastflow2d_demo_data import generate_demo_dataset
 
 PAUSE_S = 0.5
@@ -55,19 +57,8 @@ PAUSE_S = 0.5
 Outputs = dict[str, np.ndarray]
 Runner = Callable[[np.ndarray], Outputs]
 
-
-@dataclass(frozen=True)
-class Record:
-    """One runtime's measurements."""
-
-    runtime: str
-    file_mb: float | None
-    max_score_diff: float
-    max_map_diff: float
-    labels_equal: int
-    images: int
-    image_auroc: float
-    images_per_s: dict[int, float]
+MODE = "demo_test_set"
+"""The mode of every record: each runtime is measured on the demo test set."""
 
 
 def parse_args() -> argparse.Namespace:
@@ -127,18 +118,14 @@ def eager_runner(model: Fastflow2D) -> Runner:
 
 def throughput(runners: dict[str, Runner], batch: np.ndarray, rounds: int, seconds: float) -> dict[str, float]:
     """Median images/s of each runner over ``rounds`` interleaved rounds of about ``seconds`` each."""
-    for runner in runners.values():  # warm-up
-        runner(batch)
-    rates: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, runner in runners.items():
-            time.sleep(PAUSE_S)
-            calls, start = 0, time.perf_counter()
-            while (elapsed := time.perf_counter() - start) < seconds:
-                runner(batch)
-                calls += 1
-            rates[name].append(calls * len(batch) / elapsed)
-    return {name: statistics.median(values) for name, values in rates.items()}
+    turns = time_in_turns(
+        {name: partial(runner, batch) for name, runner in runners.items()},
+        warmup=1,
+        repeats=rounds,
+        min_seconds=seconds,
+        pause_s=PAUSE_S,
+    )
+    return {name: statistics.median(len(batch) / per_call for per_call in turn.seconds) for name, turn in turns.items()}
 
 
 def main() -> int:
@@ -187,7 +174,18 @@ def main() -> int:
         "OpenVINO INT8 PTQ (CPU default)": (openvino_runner(int8, {}), int8),
         "ONNX Runtime": (onnx_runtime_runner(onnx_file), onnx_file),
     }
+    records = measure(runners, root, args)
+    sections = {
+        "openvino_cpu_default_precision": str(openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")),
+        "args": {name: str(value) for name, value in vars(args).items()},
+    }
+    write_report(args.output, capture(args.seed, torch.device("cpu")), records, sections)
+    print(export_table(records, args.batch_sizes))  # noqa: T201 - the script's output
+    return 0
 
+
+def measure(runners: dict[str, tuple[Runner, Path | None]], root: Path, args: argparse.Namespace) -> list[Record]:
+    """Parity with eager PyTorch (the first runner), image AUROC, file size and throughput of every runner."""
     test = datamodule(root)
     test.setup("test")
     batches = list(test.test_dataloader())
@@ -204,50 +202,56 @@ def main() -> int:
         )
         for batch_size in args.batch_sizes
     }
-    records = [
+    return [
         Record(
-            runtime=name,
-            file_mb=None if path is None else sum(file.stat().st_size for file in path.parent.iterdir()) / 2**20,
-            max_score_diff=float(np.abs(results[name]["pred_score"] - reference["pred_score"]).max()),
-            max_map_diff=float(np.abs(results[name]["anomaly_map"] - reference["anomaly_map"]).max()),
-            labels_equal=int((results[name]["pred_label"] == reference["pred_label"]).sum()),
-            images=len(images),
-            image_auroc=float(binary_auroc(torch.from_numpy(results[name]["pred_score"]).flatten(), labels)),
-            images_per_s={batch_size: rates[batch_size][name] for batch_size in args.batch_sizes},
+            name,
+            MODE,
+            {
+                **files_mib(path),
+                **parity(results[name], reference, labels),
+                **{f"images_per_s_batch{size}": rates[size][name] for size in args.batch_sizes},
+            },
         )
         for name, (_, path) in runners.items()
     ]
-    environment = {
-        "machine": platform.processor() or platform.machine(),
-        "cpu_count": torch.get_num_threads(),
-        "openvino_cpu_default_precision": str(openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")),
-        "versions": {name: version(name) for name in ["torch", "anomalib", "openvino", "nncf", "onnxruntime"]},
-        "args": {name: str(value) for name, value in vars(args).items()},
+
+
+def parity(outputs: Outputs, reference: Outputs, labels: torch.Tensor) -> dict[str, float]:
+    """Largest score and map differences from the reference, labels that agree with it, and image AUROC."""
+    return {
+        "max_score_diff": float(np.abs(outputs["pred_score"] - reference["pred_score"]).max()),
+        "max_map_diff": float(np.abs(outputs["anomaly_map"] - reference["anomaly_map"]).max()),
+        "labels_equal": int((outputs["pred_label"] == reference["pred_label"]).sum()),
+        "images": len(labels),
+        "image_auroc": float(binary_auroc(torch.from_numpy(outputs["pred_score"]).flatten(), labels)),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"environment": environment, "records": [asdict(r) for r in records]}, indent=2))
-    print(markdown_table(records, args.batch_sizes))  # noqa: T201 - the script's output
-    return 0
 
 
-def markdown_table(records: list[Record], batch_sizes: list[int]) -> str:
-    """The records as a markdown table, with throughput also relative to eager PyTorch."""
-    eager = records[0].images_per_s
-    speed_columns = " | ".join(f"img/s batch {size} (x eager)" for size in batch_sizes)
-    lines = [
-        f"| Runtime | Files MB | max score diff | max map diff | labels equal | AUROC | {speed_columns} |",
-        "|---" * (6 + len(batch_sizes)) + "|",
-    ]
+def files_mib(path: Path | None) -> dict[str, float]:
+    """``{"file_mib": ...}``: the export folder's size (weights and metadata); nothing for eager PyTorch."""
+    return {} if path is None else {"file_mib": sum(file.stat().st_size for file in path.parent.iterdir()) / MIB}
+
+
+def export_table(records: list[Record], batch_sizes: list[int]) -> str:
+    """The records as a markdown table, with throughput also relative to eager PyTorch (the first record)."""
+    eager = records[0].values
+    rows = []
     for record in records:
-        speeds = " | ".join(
-            f"{record.images_per_s[size]:.1f} ({record.images_per_s[size] / eager[size]:.2f})" for size in batch_sizes
+        values = record.values
+        rates = [(values[f"images_per_s_batch{size}"], eager[f"images_per_s_batch{size}"]) for size in batch_sizes]
+        rows.append(
+            [
+                record.model,
+                f"{values['file_mib']:.1f}" if "file_mib" in values else "-",
+                f"{values['max_score_diff']:.1e}",
+                f"{values['max_map_diff']:.1e}",
+                f"{values['labels_equal']:.0f}/{values['images']:.0f}",
+                f"{values['image_auroc']:.3f}",
+                *(f"{rate:.1f} ({rate / eager_rate:.2f})" for rate, eager_rate in rates),
+            ]
         )
-        size = "-" if record.file_mb is None else f"{record.file_mb:.1f}"
-        lines.append(
-            f"| {record.runtime} | {size} | {record.max_score_diff:.1e} | {record.max_map_diff:.1e} | "
-            f"{record.labels_equal}/{record.images} | {record.image_auroc:.3f} | {speeds} |"
-        )
-    return "\n".join(lines)
+    header = ["Runtime", "Files MB", "max score diff", "max map diff", "labels equal", "AUROC"]
+    return markdown_table([*header, *(f"img/s batch {size} (x eager)" for size in batch_sizes)], rows)
 
 
 if __name__ == "__main__":

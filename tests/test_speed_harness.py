@@ -1,38 +1,37 @@
 # Copyright (C) 2026 anomalib-fastflow2d developers
 # SPDX-License-Identifier: Apache-2.0
 
-"""benchmarks/speed.py: settings, models built alike, ratios, the table, and a smoke run of ``--quick``."""
+"""benchmarks/speed.py: settings from the command line, and a smoke run of ``--quick``."""
 
 import json
 import math
-import mmap
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from anomalib_fastflow2d import PRESETS
 from benchmarks import speed
+from benchmarks.harness.environment import REPOSITORY, commit_id
+from benchmarks.harness.modes import MODES
+from benchmarks.harness.settings import DataSettings, RunSettings
 from tests.conftest import run
 
 ROOT = Path(__file__).resolve().parents[1]
-
-TINY_FLOW = speed.FlowSettings(
-    backbone="resnet18", pre_trained=False, input_size=(64, 64), flow_steps=2, conv3x3_only=False, hidden_ratio=0.5
-)
 
 
 def test_settings_default_to_the_backbone_preset_and_take_overrides() -> None:
     flow, run_settings = speed.settings_from(speed.parser().parse_args(["--backbone", "wide_resnet50_2"]))
     preset = PRESETS["wide_resnet50_2"]
-    assert (flow.input_size, flow.flow_steps, flow.conv3x3_only) == (preset.input_size, 8, False)
-    assert flow.hidden_ratio == preset.hidden_ratio
+    assert (flow.input_size, flow.config.flow_steps, flow.config.conv3x3_only) == (preset.input_size, 8, False)
+    assert flow.config.hidden_ratio == preset.hidden_ratio
     assert not flow.pre_trained
-    assert run_settings == speed.RunSettings()
+    assert run_settings == RunSettings()
 
     arguments = ["--quick", "--size", "96", "--flow-steps", "4", "--no-conv3x3-only", "--epochs", "3"]
     flow, run_settings = speed.settings_from(speed.parser().parse_args(arguments))
-    assert (flow.input_size, flow.flow_steps, flow.conv3x3_only) == ((96, 96), 4, False)
+    assert (flow.input_size, flow.config.flow_steps, flow.config.conv3x3_only) == ((96, 96), 4, False)
     assert run_settings.epochs == 3
     assert run_settings.data == speed.QUICK.data
 
@@ -41,31 +40,15 @@ def test_settings_take_the_precision_and_the_number_of_training_images() -> None
     arguments = ["--precision", "bf16-mixed", "--num-train", "7"]
     _, run_settings = speed.settings_from(speed.parser().parse_args(arguments))
     assert run_settings.precision == "bf16-mixed"
-    assert run_settings.data == speed.replace(speed.DataSettings(), num_train=7)
+    assert run_settings.data == replace(DataSettings(), num_train=7)
 
 
-@pytest.mark.parametrize("precision", speed.PRECISIONS)
-def test_training_step_mode_times_one_optimizer_step_of_each_model(precision: str) -> None:
-    models = {"Fastflow2D": speed.build_fastflow2d(TINY_FLOW, {}), "Fastflow": speed.build_fastflow(TINY_FLOW)}
-    before = {
-        name: [p.detach().clone() for p in model.model.parameters() if p.requires_grad]
-        for name, model in models.items()
-    }
-    run_settings = speed.RunSettings(precision=precision, warmup=0, repeats=2)
-    memory = speed.PeakMemory(speed.torch.device("cpu"))
-    records = speed.measure_training_step(models, TINY_FLOW, run_settings, memory)
-    assert [(record.model, record.mode) for record in records] == [
-        ("Fastflow2D", "train_step_batch32"),
-        ("Fastflow", "train_step_batch32"),
-    ]
-    for record in records:
-        assert record.values["images_per_s"] == pytest.approx(32_000 / record.values["latency_ms"])
-        assert record.values["peak_memory_mib"] > 0
-    for name, model in models.items():
-        after = [p for p in model.model.parameters() if p.requires_grad]
-        assert all(p.isfinite().all() for p in after), name
-        assert any(not speed.torch.equal(old, new) for old, new in zip(before[name], after, strict=True)), name
-        assert not model.training
+def test_settings_keep_overrides_that_are_falsy_and_refuse_impossible_ones() -> None:
+    arguments = ["--quick", "--size", "32", "--no-conv3x3-only"]
+    flow, _ = speed.settings_from(speed.parser().parse_args(arguments))
+    assert (flow.input_size, flow.config.conv3x3_only) == ((32, 32), False)
+    with pytest.raises(ValueError, match="hidden_ratio must be positive"):
+        speed.settings_from(speed.parser().parse_args([*arguments, "--hidden-ratio", "0"]))
 
 
 def test_quick_settings_use_the_quick_size() -> None:
@@ -87,58 +70,6 @@ def test_extra_arguments_are_parsed_as_yaml() -> None:
         speed.parse_extra_arguments(["cache_features"])
 
 
-def test_both_models_are_built_with_the_same_flow_settings() -> None:
-    candidate = speed.build_fastflow2d(TINY_FLOW, {"lr": 0.01})
-    reference = speed.build_fastflow(TINY_FLOW)
-    assert candidate.lr == 0.01
-    assert tuple(candidate.input_size) == tuple(reference.input_size) == TINY_FLOW.input_size
-    assert len(candidate.model.flows) == len(reference.model.fast_flow_blocks) == 3
-    assert len(candidate.model.flows[0].inn.module_list) == len(reference.model.fast_flow_blocks[0].module_list) == 2
-    assert reference.conv3x3_only is candidate.model.conv3x3_only is False
-    assert reference.hidden_ratio == candidate.model.hidden_ratio == 0.5
-    flow_parameters = sum(parameter.numel() for parameter in candidate.model.flows.parameters())
-    assert flow_parameters == sum(parameter.numel() for parameter in reference.model.fast_flow_blocks.parameters())
-
-
-def _records() -> list[speed.Record]:
-    return [
-        speed.Record("Fastflow2D", "train", {"images_per_s": 30.0, "epoch_s": 2.0}),
-        speed.Record("Fastflow", "train", {"images_per_s": 10.0, "epoch_s": 6.0}),
-        speed.Record("Fastflow2D", "test", {"image_auroc": 0.9}),
-        speed.Record("Fastflow", "test", {"image_auroc": 0.0}),
-    ]
-
-
-def test_ratios_divide_candidate_by_reference_per_mode_and_measure() -> None:
-    ratios = speed.ratios(_records())
-    assert [(record.model, record.mode) for record in ratios] == [
-        ("Fastflow2D / Fastflow", "train"),
-        ("Fastflow2D / Fastflow", "test"),
-    ]
-    assert ratios[0].values == {"images_per_s": 3.0, "epoch_s": pytest.approx(1 / 3)}
-    assert math.isnan(ratios[1].values["image_auroc"])
-
-
-def test_markdown_table_has_a_row_per_mode_and_measure_and_a_column_per_model() -> None:
-    records = _records()
-    table = speed.markdown_table([*records, *speed.ratios(records)]).splitlines()
-    assert table[0] == "| mode | measure | Fastflow2D | Fastflow | Fastflow2D / Fastflow |"
-    assert table[2] == "| train | images/s | 30 | 10 | 3 |"
-    assert table[3] == "| train | epoch after the first (s) | 2 | 6 | 0.3333 |"
-    assert table[4] == "| test | image AUROC | 0.9 | 0 | nan |"
-    assert len(table) == 5
-
-
-def test_peak_memory_grows_with_an_allocation() -> None:
-    memory = speed.PeakMemory(speed.torch.device("cpu"))
-    memory.reset()
-    before = memory.peak_mib()
-    # A fresh anonymous mapping, every page written: new resident memory, never pages the heap already holds.
-    with mmap.mmap(-1, 64 * speed.MIB) as block:
-        block.write(b"\x01" * (64 * speed.MIB))
-        assert memory.peak_mib() >= before + 60
-
-
 @pytest.mark.slow
 def test_quick_run_writes_every_record_with_finite_values(tmp_path: Path) -> None:
     output = tmp_path / "speed.json"
@@ -148,7 +79,7 @@ def test_quick_run_writes_every_record_with_finite_values(tmp_path: Path) -> Non
     report = json.loads(output.read_text(encoding="utf-8"))
     records = {(record.pop("model"), record.pop("mode")): record for record in report["records"]}
     models = ("Fastflow2D", "Fastflow", "Fastflow2D / Fastflow")
-    assert set(records) == {(model, mode) for model in models for mode in speed.MODES}
+    assert set(records) == {(model, mode) for model in models for mode in MODES}
     expected = {
         "train": {"images_per_s", "epoch_s", "first_epoch_s", "peak_memory_mib"},
         "test": {"image_auroc", "pixel_auroc"},
@@ -162,6 +93,9 @@ def test_quick_run_writes_every_record_with_finite_values(tmp_path: Path) -> Non
         assert all(math.isfinite(value) and value >= 0 for value in values.values()), (model, mode, values)
     assert report["machine"]["cores"] >= 1
     assert report["machine"]["cpu"]
+    assert report["seed"] == speed.QUICK.seed
+    assert report["commit"] == commit_id(REPOSITORY)
+    assert report["versions"]["anomalib-fastflow2d"] == "0.1.0"
     assert report["settings"]["flow"]["input_size"] == [speed.QUICK_SIZE, speed.QUICK_SIZE]
     assert "| train | images/s |" in result.stdout
     assert "| openvino_int8_batch32 | images/s |" in result.stdout
