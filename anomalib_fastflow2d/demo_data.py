@@ -344,6 +344,80 @@ def generate_demo_dataset(
     return root
 
 
+PHOTOS: dict[str, Callable[[], NDArray[np.uint8]]] = {
+    "chelsea": skimage.data.chelsea,
+    "coffee": skimage.data.coffee,
+    "rocket": skimage.data.rocket,
+}
+"""Non-square RGB photographs for :func:`generate_photo_dataset`."""
+
+
+def generate_photo_dataset(
+    root: str | Path,
+    photo: str = "chelsea",
+    *,
+    image_size: tuple[int, int] = (48, 72),
+    num_train: int = 16,
+    num_test_normal: int = 8,
+    num_test_anomalous: int = 8,
+    seed: int = 0,
+) -> Path:
+    """Write a :class:`anomalib.data.Folder` dataset of one non-square photograph, with painted defects.
+
+    Unlike the demo textures, these are whole scenes at a non-square size saved as JPEG, like a user's own photos:
+    normal images are jittered crops (position, scale, brightness) of the photograph, and defective ones get a
+    painted stroke or blob. Masks (PNG, same stem) mark the painted pixels. The layout is ``root/normal``,
+    ``root/test_normal``, ``root/abnormal`` and ``root/mask``, for ``Folder(normal_dir="normal",
+    normal_test_dir="test_normal", abnormal_dir="abnormal", mask_dir="mask")``.
+
+    Args:
+        root: Dataset root; pass it as ``root`` to :class:`anomalib.data.Folder`.
+        photo: One of :data:`PHOTOS`. Defaults to ``"chelsea"``.
+        image_size: ``(H, W)`` of the images. Defaults to ``(48, 72)``.
+        num_train: Normal training images. Defaults to ``16``.
+        num_test_normal: Normal test images. Defaults to ``8``.
+        num_test_anomalous: Defective test images, strokes and blobs alternating. Defaults to ``8``.
+        seed: Seed of every crop, jitter and defect. Defaults to ``0``.
+
+    Returns:
+        ``root`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: If ``photo`` is unknown.
+    """
+    if photo not in PHOTOS:
+        msg = f"photo must be one of {sorted(PHOTOS)}, got {photo!r}"
+        raise ValueError(msg)
+    root, scene = Path(root), PHOTOS[photo]()
+    rng = np.random.default_rng(seed)
+    height, width = image_size
+    for split, count in (("normal", num_train), ("test_normal", num_test_normal), ("abnormal", num_test_anomalous)):
+        for number in range(count):
+            # Jitter: up to 8 % off-centre, 90-100 % of the scene, +-6 % brightness.
+            scale = rng.uniform(0.9, 1.0)
+            box_h, box_w = int(scene.shape[0] * scale), int(scene.shape[1] * scale)
+            top = rng.integers(0, scene.shape[0] - box_h + 1)
+            left = rng.integers(0, scene.shape[1] - box_w + 1)
+            crop = Image.fromarray(scene[top : top + box_h, left : left + box_w]).resize((width, height))
+            image = Image.fromarray(np.clip(np.asarray(crop) * rng.uniform(0.94, 1.06), 0, 255).astype(np.uint8))
+            if split == "abnormal":
+                mask = Image.new("L", (width, height), 0)
+                centre = rng.uniform(0.2, 0.8, size=2) * (width, height)
+                extent = rng.uniform(0.08, 0.16, size=2) * (width, height)
+                shape = [tuple(centre - extent), tuple(centre + extent)]
+                if number % 2 == 0:
+                    ImageDraw.Draw(mask).line(shape, fill=255, width=max(2, height // 16))
+                else:
+                    ImageDraw.Draw(mask).ellipse(shape, fill=255)
+                colour = tuple(int(value) for value in rng.integers(0, 256, size=3))
+                image.paste(Image.new("RGB", image.size, colour), mask=mask)
+                _save_png(np.asarray(mask), root / "mask" / f"{number:03d}.png")
+            path = root / split / f"{number:03d}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path, format="JPEG", quality=95)
+    return root
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point ``fastflow2d-demo-data``.
 
