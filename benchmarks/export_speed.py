@@ -12,20 +12,24 @@ quantisation) and ONNX, and measures each runtime on the demo test set:
 - throughput: images/s of the whole graph (resize, normalisation, model, post-processing) at each batch size. The
   variants take turns round by round, so that a busy machine slows them alike, and the median round is reported.
 
-OpenVINO runs at ``INFERENCE_PRECISION_HINT=f32`` and at the CPU plugin's default, which is bf16 on CPUs that
-have it. The thresholds come from validation images that are not test images. The script exits non-zero if an
-export or a measurement fails.
+OpenVINO runs at ``INFERENCE_PRECISION_HINT=f32``, at ``bf16`` and at the CPU plugin's default, which is bf16 on
+CPUs that have it; "unmarked" is the same IR without the float32 marks of its precision-sensitive nodes, as
+the IR before marking would run. ``--data photos`` measures on non-square photographs with painted defects
+(:func:`~anomalib_fastflow2d.demo_data.generate_photo_dataset`) instead of the demo textures. The thresholds come
+from validation images that are not test images. The script exits non-zero if an export or a measurement fails.
 
 Example:
     Run from the repository root::
 
         python benchmarks/export_speed.py                      # resnet18, 256x256, batch 1 and 8
         python benchmarks/export_speed.py --epochs 1 --rounds 3 --output results/export-quick.json
+        python benchmarks/export_speed.py --data photos --size 128 --epochs 3 --batch-sizes 32
 """
 
 import argparse
 import json
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -39,14 +43,14 @@ import numpy as np
 import onnxruntime
 import openvino
 import torch
-from anomalib.data import MVTecAD
+from anomalib.data import AnomalibDataModule, Folder, MVTecAD
 from anomalib.deploy import CompressionType, ExportType
 from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
 from torchmetrics.functional.classification import binary_auroc
 
 from anomalib_fastflow2d import Fastflow2D
-from anomalib_fastflow2d.demo_data import generate_demo_dataset
+from anomalib_fastflow2d.demo_data import generate_demo_dataset, generate_photo_dataset
 from anomalib_fastflow2d.export import OPENVINO_F32_CONFIG
 
 PAUSE_S = 0.5
@@ -67,6 +71,7 @@ class Record:
     labels_equal: int
     images: int
     image_auroc: float
+    pixel_auroc: float
     images_per_s: dict[int, float]
 
 
@@ -74,6 +79,7 @@ def parse_args() -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--data", choices=["demo", "photos"], default="demo", help="demo textures or photographs")
     parser.add_argument("--size", type=int, default=256, help="demo image and model input size")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
@@ -84,8 +90,23 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def datamodule(root: Path) -> MVTecAD:
+def datamodule(root: Path) -> AnomalibDataModule:
     """Demo data with validation images taken from the test split, so no test score sits on a threshold."""
+    if (root / "normal").is_dir():  # generate_photo_dataset's layout
+        return Folder(
+            name="photos",
+            root=root,
+            normal_dir="normal",
+            normal_test_dir="test_normal",
+            abnormal_dir="abnormal",
+            mask_dir="mask",
+            num_workers=0,
+            train_batch_size=8,
+            eval_batch_size=8,
+            val_split_mode="from_test",
+            val_split_ratio=0.5,
+            seed=0,
+        )
     return MVTecAD(
         root=root,
         category="brick",
@@ -102,6 +123,15 @@ def openvino_runner(path: Path, config: dict[str, str]) -> Runner:
     """Compile the IR (or ONNX file) for the CPU and return a function that runs it."""
     compiled = openvino.Core().compile_model(path, "CPU", config)
     return lambda images: {output.any_name: value for output, value in compiled(images).items()}
+
+
+def unmarked(path: Path) -> Path:
+    """A copy of the IR without the float32 marks of export.precision_sensitive_nodes, as OpenVINO's default runs."""
+    copy = path.parent.with_name("openvino-unmarked") / path.name
+    copy.parent.mkdir()
+    copy.write_text(re.sub(r'<attribute name="DisablePrecisionConversion"[^>]*/>', "", path.read_text()))
+    copy.with_suffix(".bin").write_bytes(path.with_suffix(".bin").read_bytes())
+    return copy
 
 
 def onnx_runtime_runner(path: Path) -> Runner:
@@ -146,15 +176,20 @@ def main() -> int:
     args = parse_args()
     seed_everything(args.seed)
     work = Path(tempfile.mkdtemp(prefix="export_speed_"))
-    root = generate_demo_dataset(
-        work / "data",
-        categories=["brick"],
-        image_size=args.size,
-        num_train=48,
-        num_test_normal=24,
-        num_test_anomalous=24,
-        seed=args.seed,
-    )
+    if args.data == "photos":
+        root = generate_photo_dataset(
+            work / "data", image_size=(args.size * 3 // 4, args.size), num_test_normal=16, num_test_anomalous=16
+        )
+    else:
+        root = generate_demo_dataset(
+            work / "data",
+            categories=["brick"],
+            image_size=args.size,
+            num_train=48,
+            num_test_normal=24,
+            num_test_anomalous=24,
+            seed=args.seed,
+        )
     options = {"backbone": args.backbone, "pre_trained": False, "input_size": (args.size, args.size)}
     engine = Engine(max_epochs=args.epochs, accelerator="cpu", default_root_dir=work, logger=False)
     engine.fit(Fastflow2D(**options), datamodule=datamodule(root))
@@ -182,6 +217,8 @@ def main() -> int:
         "PyTorch eager": (eager_runner(model), None),
         "OpenVINO FP32 (f32)": (openvino_runner(fp32, OPENVINO_F32_CONFIG), fp32),
         "OpenVINO FP32 (CPU default)": (openvino_runner(fp32, {}), fp32),
+        "OpenVINO FP32 (bf16)": (openvino_runner(fp32, {"INFERENCE_PRECISION_HINT": "bf16"}), fp32),
+        "OpenVINO FP32 unmarked (CPU default)": (openvino_runner(unmarked(fp32), {}), fp32),
         "OpenVINO FP16 (f32)": (openvino_runner(fp16, OPENVINO_F32_CONFIG), fp16),
         "OpenVINO INT8 PTQ (f32)": (openvino_runner(int8, OPENVINO_F32_CONFIG), int8),
         "OpenVINO INT8 PTQ (CPU default)": (openvino_runner(int8, {}), int8),
@@ -193,6 +230,8 @@ def main() -> int:
     batches = list(test.test_dataloader())
     images = torch.cat([batch.image for batch in batches]).numpy()
     labels = torch.cat([batch.gt_label for batch in batches]).int()
+    masks = torch.cat([batch.gt_mask for batch in batches]).reshape(len(images), 1, *images.shape[-2:]).float()
+    masks = torch.nn.functional.interpolate(masks, size=(args.size, args.size), mode="nearest").int().flatten()
     results = {name: runner(images) for name, (runner, _) in runners.items()}
     reference = results["PyTorch eager"]
     rates = {
@@ -213,6 +252,7 @@ def main() -> int:
             labels_equal=int((results[name]["pred_label"] == reference["pred_label"]).sum()),
             images=len(images),
             image_auroc=float(binary_auroc(torch.from_numpy(results[name]["pred_score"]), labels)),
+            pixel_auroc=float(binary_auroc(torch.from_numpy(results[name]["anomaly_map"]).flatten(), masks)),
             images_per_s={batch_size: rates[batch_size][name] for batch_size in args.batch_sizes},
         )
         for name, (_, path) in runners.items()
@@ -234,9 +274,10 @@ def markdown_table(records: list[Record], batch_sizes: list[int]) -> str:
     """The records as a markdown table, with throughput also relative to eager PyTorch."""
     eager = records[0].images_per_s
     speed_columns = " | ".join(f"img/s batch {size} (x eager)" for size in batch_sizes)
+    columns = "Runtime | Files MB | max score diff | max map diff | labels equal | AUROC | pixel AUROC"
     lines = [
-        f"| Runtime | Files MB | max score diff | max map diff | labels equal | AUROC | {speed_columns} |",
-        "|---" * (6 + len(batch_sizes)) + "|",
+        f"| {columns} | {speed_columns} |",
+        "|---" * (7 + len(batch_sizes)) + "|",
     ]
     for record in records:
         speeds = " | ".join(
@@ -245,7 +286,7 @@ def markdown_table(records: list[Record], batch_sizes: list[int]) -> str:
         size = "-" if record.file_mb is None else f"{record.file_mb:.1f}"
         lines.append(
             f"| {record.runtime} | {size} | {record.max_score_diff:.1e} | {record.max_map_diff:.1e} | "
-            f"{record.labels_equal}/{record.images} | {record.image_auroc:.3f} | {speeds} |"
+            f"{record.labels_equal}/{record.images} | {record.image_auroc:.3f} | {record.pixel_auroc:.4f} | {speeds} |"
         )
     return "\n".join(lines)
 
