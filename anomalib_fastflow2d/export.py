@@ -154,7 +154,7 @@ class Fastflow2DExportMixin(ExportMixin):
         """Quantise to INT8 with NNCF, calibrated on the training images: normal ones, never the test set.
 
         The precision-sensitive nodes stay in float: quantising them (the permutation convolutions above all, which
-        carry the whole latent) moved normalised scores by up to 0.16 and flipped 7 of 16 labels on photographs
+        carry the whole latent) moved normalised scores by up to 0.22 and flipped up to 7 of 16 labels on photographs
         (``docs/deployment.md``).
         """
         import nncf  # noqa: PLC0415 - only needed for INT8
