@@ -12,18 +12,22 @@ quantisation) and ONNX, and measures each runtime on the demo test set:
 - throughput: images/s of the whole graph (resize, normalisation, model, post-processing) at each batch size. The
   variants take turns round by round, so that a busy machine slows them alike, and the median round is reported.
 
-OpenVINO runs at ``INFERENCE_PRECISION_HINT=f32`` and at the CPU plugin's default, which is bf16 on CPUs that
-have it. The thresholds come from validation images that are not test images. The script exits non-zero if an
-export or a measurement fails.
+OpenVINO runs at ``INFERENCE_PRECISION_HINT=f32``, at ``bf16`` and at the CPU plugin's default, which is bf16 on
+CPUs that have it; "unmarked" is the same IR without the float32 marks of its precision-sensitive nodes, as
+the IR before marking would run. ``--data photos`` measures on non-square photographs with painted defects
+(:func:`fastflow2d_demo_data.generate_photo_dataset`) instead of the demo textures. The thresholds come
+from validation images that are not test images. The script exits non-zero if an export or a measurement fails.
 
 Example:
     Run from the repository root::
 
         python benchmarks/export_speed.py                      # resnet18, 256x256, batch 1 and 8
         python benchmarks/export_speed.py --epochs 1 --rounds 3 --output results/export-quick.json
+        python benchmarks/export_speed.py --data photos --size 128 --epochs 3 --batch-sizes 32
 """
 
 import argparse
+import re
 import statistics
 import sys
 import tempfile
@@ -35,7 +39,7 @@ import numpy as np
 import onnxruntime
 import openvino
 import torch
-from anomalib.data import MVTecAD
+from anomalib.data import AnomalibDataModule, Folder, MVTecAD
 from anomalib.deploy import CompressionType, ExportType
 from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
@@ -49,7 +53,7 @@ from benchmarks.harness.environment import capture
 from benchmarks.harness.memory import MIB
 from benchmarks.harness.records import Record, markdown_table, write_report
 from benchmarks.harness.timing import time_in_turns
-from fastflow2d_demo_data import generate_demo_dataset
+from fastflow2d_demo_data import generate_demo_dataset, generate_photo_dataset
 
 PAUSE_S = 0.5
 """Pause before timing each variant, so that the previous runtime's worker threads have gone idle."""
@@ -65,6 +69,7 @@ def parse_args() -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--data", choices=["demo", "photos"], default="demo", help="demo textures or photographs")
     parser.add_argument("--size", type=int, default=256, help="demo image and model input size")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
@@ -75,8 +80,23 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def datamodule(root: Path) -> MVTecAD:
+def datamodule(root: Path) -> AnomalibDataModule:
     """Demo data with validation images taken from the test split, so no test score sits on a threshold."""
+    if (root / "normal").is_dir():  # generate_photo_dataset's layout
+        return Folder(
+            name="photos",
+            root=root,
+            normal_dir="normal",
+            normal_test_dir="test_normal",
+            abnormal_dir="abnormal",
+            mask_dir="mask",
+            num_workers=0,
+            train_batch_size=8,
+            eval_batch_size=8,
+            val_split_mode="from_test",
+            val_split_ratio=0.5,
+            seed=0,
+        )
     return MVTecAD(
         root=root,
         category="brick",
@@ -93,6 +113,15 @@ def openvino_runner(path: Path, config: dict[str, str]) -> Runner:
     """Compile the IR (or ONNX file) for the CPU and return a function that runs it."""
     compiled = openvino.Core().compile_model(path, "CPU", config)
     return lambda images: {output.any_name: value for output, value in compiled(images).items()}
+
+
+def unmarked(path: Path) -> Path:
+    """A copy of the IR without the float32 marks of export.precision_sensitive_nodes, as OpenVINO's default runs."""
+    copy = path.parent.with_name("openvino-unmarked") / path.name
+    copy.parent.mkdir()
+    copy.write_text(re.sub(r'<attribute name="DisablePrecisionConversion"[^>]*/>', "", path.read_text()))
+    copy.with_suffix(".bin").write_bytes(path.with_suffix(".bin").read_bytes())
+    return copy
 
 
 def onnx_runtime_runner(path: Path) -> Runner:
@@ -133,15 +162,20 @@ def main() -> int:
     args = parse_args()
     seed_everything(args.seed)
     work = Path(tempfile.mkdtemp(prefix="export_speed_"))
-    root = generate_demo_dataset(
-        work / "data",
-        categories=["brick"],
-        image_size=args.size,
-        num_train=48,
-        num_test_normal=24,
-        num_test_anomalous=24,
-        seed=args.seed,
-    )
+    if args.data == "photos":
+        root = generate_photo_dataset(
+            work / "data", image_size=(args.size * 3 // 4, args.size), num_test_normal=16, num_test_anomalous=16
+        )
+    else:
+        root = generate_demo_dataset(
+            work / "data",
+            categories=["brick"],
+            image_size=args.size,
+            num_train=48,
+            num_test_normal=24,
+            num_test_anomalous=24,
+            seed=args.seed,
+        )
     options = {"backbone": args.backbone, "pre_trained": False, "input_size": (args.size, args.size)}
     engine = Engine(max_epochs=args.epochs, accelerator="cpu", default_root_dir=work, logger=False)
     engine.fit(Fastflow2D(**options), datamodule=datamodule(root))
@@ -169,6 +203,8 @@ def main() -> int:
         "PyTorch eager": (eager_runner(model), None),
         "OpenVINO FP32 (f32)": (openvino_runner(fp32, OPENVINO_F32_CONFIG), fp32),
         "OpenVINO FP32 (CPU default)": (openvino_runner(fp32, {}), fp32),
+        "OpenVINO FP32 (bf16)": (openvino_runner(fp32, {"INFERENCE_PRECISION_HINT": "bf16"}), fp32),
+        "OpenVINO FP32 unmarked (CPU default)": (openvino_runner(unmarked(fp32), {}), fp32),
         "OpenVINO FP16 (f32)": (openvino_runner(fp16, OPENVINO_F32_CONFIG), fp16),
         "OpenVINO INT8 PTQ (f32)": (openvino_runner(int8, OPENVINO_F32_CONFIG), int8),
         "OpenVINO INT8 PTQ (CPU default)": (openvino_runner(int8, {}), int8),
@@ -191,6 +227,8 @@ def measure(runners: dict[str, tuple[Runner, Path | None]], root: Path, args: ar
     batches = list(test.test_dataloader())
     images = torch.cat([batch.image for batch in batches]).numpy()
     labels = torch.cat([batch.gt_label for batch in batches]).int()
+    masks = torch.cat([batch.gt_mask for batch in batches]).reshape(len(images), 1, *images.shape[-2:]).float()
+    masks = torch.nn.functional.interpolate(masks, size=(args.size, args.size), mode="nearest").int().flatten()
     results = {name: runner(images) for name, (runner, _) in runners.items()}
     reference = results["PyTorch eager"]
     rates = {
@@ -208,7 +246,7 @@ def measure(runners: dict[str, tuple[Runner, Path | None]], root: Path, args: ar
             MODE,
             {
                 **files_mib(path),
-                **parity(results[name], reference, labels),
+                **parity(results[name], reference, labels, masks),
                 **{f"images_per_s_batch{size}": rates[size][name] for size in args.batch_sizes},
             },
         )
@@ -216,14 +254,18 @@ def measure(runners: dict[str, tuple[Runner, Path | None]], root: Path, args: ar
     ]
 
 
-def parity(outputs: Outputs, reference: Outputs, labels: torch.Tensor) -> dict[str, float]:
-    """Largest score and map differences from the reference, labels that agree with it, and image AUROC."""
+def parity(outputs: Outputs, reference: Outputs, labels: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
+    """Largest score and map differences from the reference, labels that agree with it, image and pixel AUROC.
+
+    ``masks`` are the flattened ground-truth masks at the anomaly map's size.
+    """
     return {
         "max_score_diff": float(np.abs(outputs["pred_score"] - reference["pred_score"]).max()),
         "max_map_diff": float(np.abs(outputs["anomaly_map"] - reference["anomaly_map"]).max()),
         "labels_equal": int((outputs["pred_label"] == reference["pred_label"]).sum()),
         "images": len(labels),
         "image_auroc": float(binary_auroc(torch.from_numpy(outputs["pred_score"]).flatten(), labels)),
+        "pixel_auroc": float(binary_auroc(torch.from_numpy(outputs["anomaly_map"]).flatten(), masks)),
     }
 
 
@@ -247,10 +289,11 @@ def export_table(records: list[Record], batch_sizes: list[int]) -> str:
                 f"{values['max_map_diff']:.1e}",
                 f"{values['labels_equal']:.0f}/{values['images']:.0f}",
                 f"{values['image_auroc']:.3f}",
+                f"{values['pixel_auroc']:.4f}",
                 *(f"{rate:.1f} ({rate / eager_rate:.2f})" for rate, eager_rate in rates),
             ]
         )
-    header = ["Runtime", "Files MB", "max score diff", "max map diff", "labels equal", "AUROC"]
+    header = ["Runtime", "Files MB", "max score diff", "max map diff", "labels equal", "AUROC", "pixel AUROC"]
     return markdown_table([*header, *(f"img/s batch {size} (x eager)" for size in batch_sizes)], rows)
 
 

@@ -32,6 +32,10 @@ import skimage.draw
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 
+from .photos import PHOTOS, generate_photo_dataset
+
+__all__ = ["PHOTOS", "TEXTURES", "generate_demo_dataset", "generate_photo_dataset", "main", "synthesize_defect"]
+
 PHOTO_SIZE = 512
 """Side length of the scikit-image texture photographs, in pixels."""
 

@@ -25,13 +25,15 @@ def test_parity_compares_scores_maps_and_labels_with_the_reference() -> None:
         "anomaly_map": np.full((4, 1, 2, 2), 0.5),
         "pred_label": np.array([False, True, True, True]),
     }
-    values = export_speed.parity(outputs, reference, torch.tensor([0, 1, 0, 1]).int())
+    masks = torch.tensor([0, 0, 0, 0] * 2 + [1, 1, 1, 1] * 2).int()  # the anomalous images' pixels are masked
+    values = export_speed.parity(outputs, reference, torch.tensor([0, 1, 0, 1]).int(), masks)
     assert values == {
         "max_score_diff": pytest.approx(0.2),
         "max_map_diff": 0.5,
         "labels_equal": 3,
         "images": 4,
         "image_auroc": 1.0,
+        "pixel_auroc": 0.5,  # a constant map ranks no pixel above another
     }
 
 
@@ -57,7 +59,7 @@ def test_throughput_is_images_per_second_of_every_runner(monkeypatch: pytest.Mon
 
 
 def test_export_table_shows_each_runtime_beside_eager() -> None:
-    common = {"max_score_diff": 0.0, "max_map_diff": 0.0, "images": 48, "image_auroc": 0.9}
+    common = {"max_score_diff": 0.0, "max_map_diff": 0.0, "images": 48, "image_auroc": 0.9, "pixel_auroc": 0.95}
     records = [
         Record("PyTorch eager", "demo_test_set", {**common, "labels_equal": 48, "images_per_s_batch1": 10.0}),
         Record(
@@ -67,8 +69,11 @@ def test_export_table_shows_each_runtime_beside_eager() -> None:
         ),
     ]
     assert export_speed.export_table(records, [1]).splitlines() == [
-        "| Runtime | Files MB | max score diff | max map diff | labels equal | AUROC | img/s batch 1 (x eager) |",
-        "|---|---|---|---|---|---|---|",
-        "| PyTorch eager | - | 0.0e+00 | 0.0e+00 | 48/48 | 0.900 | 10.0 (1.00) |",
-        "| ONNX Runtime | 3.1 | 0.0e+00 | 2.0e-06 | 47/48 | 0.900 | 25.0 (2.50) |",
+        (
+            "| Runtime | Files MB | max score diff | max map diff | labels equal | AUROC | pixel AUROC "
+            "| img/s batch 1 (x eager) |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+        "| PyTorch eager | - | 0.0e+00 | 0.0e+00 | 48/48 | 0.900 | 0.9500 | 10.0 (1.00) |",
+        "| ONNX Runtime | 3.1 | 0.0e+00 | 2.0e-06 | 47/48 | 0.900 | 0.9500 | 25.0 (2.50) |",
     ]
