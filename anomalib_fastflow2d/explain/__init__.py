@@ -138,13 +138,10 @@ def explain(
         feature_distance(feature, repaired) for feature, repaired in zip(features, repaired_features, strict=True)
     ]
     image_size = (images.shape[-2], images.shape[-1])
+    # The per-scale lists in the fields' order, named as the fields.
+    per_scale = (features, latents, repaired_latents, repaired_features, nll_maps, distance_maps)
     return Explanation(
-        features=features,
-        latents=latents,
-        repaired_latents=repaired_latents,
-        repaired_features=repaired_features,
-        nll_maps=nll_maps,
-        distance_maps=distance_maps,
+        *per_scale,
         nll=resize_and_average(nll_maps, image_size),
         distance=resize_and_average(distance_maps, image_size),
     )
