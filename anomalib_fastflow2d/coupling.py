@@ -61,7 +61,8 @@ def _halves(block: AllInOneBlock) -> list[int]:
 
 
 def _is_hard_permutation(matrix: object) -> bool:
-    if not isinstance(matrix, torch.Tensor) or matrix.dim() != 4 or matrix.shape[0] != matrix.shape[1]:  # noqa: PLR2004
+    """A ``(C, C, 1, 1)`` 0/1 matrix with one 1 per row and column."""
+    if not isinstance(matrix, torch.Tensor) or matrix.shape != (len(matrix), len(matrix), 1, 1):
         return False
     rows = matrix.detach().flatten(1)
     ones = rows == 1
@@ -87,7 +88,7 @@ def _is_plain_same_size(conv: nn.Conv2d) -> bool:
 
 
 def _has_softplus_scale(block: AllInOneBlock) -> bool:
-    probe = torch.linspace(-30, 30, 61, dtype=torch.float64)
+    probe = torch.linspace(-30, 30, 61, dtype=torch.float64, device="cpu")  # on the CPU under a meta device too
     return torch.allclose(block.global_scale_activation(probe), _softplus_scale(probe), rtol=1e-12, atol=0)
 
 

@@ -127,3 +127,10 @@ def test_a_changed_or_missing_field_is_named(change: Callable[[AllInOneBlock], N
     with pytest.raises(ValueError, match=f"'{field}'") as error:
         check_layout(block)
     assert found in str(error.value)
+
+
+def test_blocks_build_on_the_meta_device() -> None:
+    with torch.device("meta"):
+        block = CouplingBlock([(6, 1, 1)], **FASTFLOW_OPTIONS)
+    assert block.global_scale.is_meta  # the layout check's probe of the global scale stays on the CPU
+    assert block.scale().shape == (1, 6, 1, 1)
