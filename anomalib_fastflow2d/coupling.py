@@ -181,7 +181,7 @@ class CouplingBlock(AllInOneBlock):
     def __init__(self, dims_in: list[tuple[int, ...]], **options: Any) -> None:  # noqa: ANN401 - FrEIA's options
         super().__init__(dims_in, **options)
         check_layout(self)
-        del self.global_scale_activation
+        del self.global_scale_activation  # FrEIA's lambda, now checked; the method below takes its place
 
     def global_scale_activation(self, pre_activation: torch.Tensor) -> torch.Tensor:
         """FrEIA's ``"SOFTPLUS"`` activation, which FrEIA's inverse applies to the global scale's parameter."""
