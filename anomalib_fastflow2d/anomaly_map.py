@@ -11,14 +11,47 @@ For each scale the per-pixel likelihood under the standard normal is turned into
 
 Each map is resized bilinearly to the input size and the scales are averaged. Normal pixels (small ``z``) score near
 -1, anomalous ones near 0; anomalib's post-processor then min-max normalises the scores with statistics from the
-validation set.
+validation set. :func:`likelihood_score` is ``a_s`` and :func:`resize_and_average` the second step; the explanation
+(:mod:`anomalib_fastflow2d.explain`) averages its own per-scale maps the same way.
 """
 
+from collections.abc import Sequence
 from enum import Enum
 
 import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 - the PyTorch convention
+
+
+def likelihood_score(latent: torch.Tensor) -> torch.Tensor:
+    """One scale's anomaly map ``a_s``, in ``[-1, 0]``, from its latent map.
+
+    Args:
+        latent: ``z_s``, ``(N, C_s, H_s, W_s)``.
+
+    Returns:
+        ``(N, 1, H_s, W_s)``.
+    """
+    return -torch.exp(-0.5 * torch.mean(latent**2, dim=1, keepdim=True))
+
+
+def resize_and_average(maps: Sequence[torch.Tensor], image_size: tuple[int, int]) -> torch.Tensor:
+    """Resize per-scale maps ``(N, 1, H_s, W_s)`` bilinearly to ``image_size`` ``(H, W)`` and average them.
+
+    Resizing is linear, so each map is divided by the number of maps before it is resized, and the resized maps
+    are summed in place, without stacking full-size copies.
+
+    Returns:
+        ``(N, 1, H, W)``.
+    """
+    resized = (
+        F.interpolate(scale_map / len(maps), size=image_size, mode="bilinear", align_corners=False)
+        for scale_map in maps
+    )
+    average = next(resized)
+    for scale_map in resized:
+        average = average.add_(scale_map)
+    return average
 
 
 class ImageScore(str, Enum):
@@ -68,20 +101,7 @@ class AnomalyMapGenerator(nn.Module):
         Returns:
             The anomaly map ``(N, 1, H, W)`` in ``[-1, 0]`` and the image score ``(N, 1)``.
         """
-        # Resizing is linear, so the mean of the resized maps is the sum of the resized maps divided by the number of
-        # scales beforehand: summed in place, without stacking full-size copies.
-        scale_maps = (
-            F.interpolate(
-                -torch.exp(-0.5 * torch.mean(latent**2, dim=1, keepdim=True)) / len(latents),
-                size=image_size,
-                mode="bilinear",
-                align_corners=False,
-            )
-            for latent in latents
-        )
-        anomaly_map = next(scale_maps)
-        for scale_map in scale_maps:
-            anomaly_map = anomaly_map.add_(scale_map)
+        anomaly_map = resize_and_average([likelihood_score(latent) for latent in latents], image_size)
         return anomaly_map, self.score(anomaly_map)
 
     def score(self, anomaly_map: torch.Tensor) -> torch.Tensor:

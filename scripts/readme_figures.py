@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from anomalib_fastflow2d import Fastflow2D
-from anomalib_fastflow2d.explain import load_image, write_figures
+from anomalib_fastflow2d.explain.figures import load_image, write_figures
 
 from .demo_run import REPOSITORY, add_arguments, demo_run
 

@@ -1,6 +1,8 @@
 # Copyright (C) 2026 anomalib-fastflow2d developers
 # SPDX-License-Identifier: Apache-2.0
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -8,6 +10,7 @@ from hypothesis import strategies as st
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_fastflow2d import AnomalyMapGenerator
+from anomalib_fastflow2d.anomaly_map import likelihood_score, resize_and_average
 
 
 @pytest.mark.parametrize("image_size", [(32, 48), (256, 256), (37, 21)])
@@ -79,3 +82,22 @@ def test_map_is_in_minus_one_to_zero_and_has_the_image_size(
     assert anomaly_map.max() <= 0
     assert score.shape == (batch, 1)
     assert ((score >= -1) & (score <= 0)).all()
+
+
+def test_likelihood_score_of_one_scale() -> None:
+    latent = torch.zeros(1, 4, 2, 3)
+    latent[0, :, 1, 2] = 2.0  # mean of z^2 over channels: 4
+    score = likelihood_score(latent)
+    assert score.shape == (1, 1, 2, 3)
+    expected = torch.full((1, 1, 2, 3), -1.0)
+    expected[0, 0, 1, 2] = -math.exp(-2.0)
+    torch.testing.assert_close(score, expected, rtol=0, atol=1e-7)
+
+
+def test_resize_and_average_leaves_its_inputs_alone() -> None:
+    maps = [torch.full((2, 1, 3, 5), 1.0), torch.full((2, 1, 1, 1), 4.0), torch.full((2, 1, 7, 2), 7.0)]
+    copies = [scale_map.clone() for scale_map in maps]
+    average = resize_and_average(maps, (6, 9))
+    assert average.shape == (2, 1, 6, 9)
+    torch.testing.assert_close(average, torch.full((2, 1, 6, 9), 4.0))
+    assert all(torch.equal(scale_map, copy) for scale_map, copy in zip(maps, copies, strict=True))

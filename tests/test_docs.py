@@ -20,7 +20,7 @@ import yaml
 from anomalib.cli.cli import AnomalibCLI
 
 from anomalib_fastflow2d import PRESETS, BackboneKind, Fastflow2D
-from anomalib_fastflow2d.explain import main as explain_main
+from anomalib_fastflow2d.explain.__main__ import main as explain_main
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

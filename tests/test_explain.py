@@ -17,15 +17,9 @@ from PIL import Image
 from torchmetrics.classification import BinaryAUROC
 
 from anomalib_fastflow2d import AnomalyMapGenerator, Fastflow2D, Fastflow2DModel, resolve
-from anomalib_fastflow2d.explain import (
-    explain,
-    feature_distance,
-    figure_names,
-    load_image,
-    negative_log_likelihood,
-    repair_latent,
-    to_image_size,
-)
+from anomalib_fastflow2d.anomaly_map import resize_and_average
+from anomalib_fastflow2d.explain import explain, feature_distance, negative_log_likelihood, repair_latent
+from anomalib_fastflow2d.explain.figures import figure_names, load_image
 from tests.conftest import TINY_MODEL, run
 
 
@@ -128,7 +122,7 @@ def test_distance_and_resizing() -> None:
     other[0, :, 1, 1] = 2.0
     distance = feature_distance(features, other)
     assert distance[0, 0].tolist() == [[0.0, 0.0], [0.0, 2.0]]
-    resized = to_image_size([distance, torch.zeros(1, 1, 1, 1)], (4, 4))
+    resized = resize_and_average([distance, torch.zeros(1, 1, 1, 1)], (4, 4))
     assert resized.shape == (1, 1, 4, 4)
     assert resized[0, 0, 3, 3].item() == pytest.approx(1.0)  # the mean of 2 and 0
 

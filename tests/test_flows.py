@@ -10,13 +10,8 @@ from FrEIA.modules import AllInOneBlock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from anomalib_fastflow2d.flows import (
-    AFFINE_CLAMPING,
-    CHANNELS_LAST_GATHER_MIN,
-    Flow2D,
-    kernel_pattern,
-    subnet_constructor,
-)
+from anomalib_fastflow2d.coupling import CHANNELS_LAST_GATHER_MIN
+from anomalib_fastflow2d.flows import AFFINE_CLAMPING, Flow2D, kernel_pattern, subnet_constructor
 
 
 @pytest.fixture
