@@ -34,6 +34,7 @@ import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime
@@ -81,32 +82,13 @@ def parse_args() -> argparse.Namespace:
 
 
 def datamodule(root: Path) -> AnomalibDataModule:
-    """Demo data with validation images taken from the test split, so no test score sits on a threshold."""
+    """Demo data or photographs; validation images come from the test split, so no test score sits on a threshold."""
+    loading: dict[str, Any] = {"num_workers": 0, "train_batch_size": 8, "eval_batch_size": 8, "seed": 0}
+    loading |= {"val_split_mode": "from_test", "val_split_ratio": 0.5}
     if (root / "normal").is_dir():  # generate_photo_dataset's layout
-        return Folder(
-            name="photos",
-            root=root,
-            normal_dir="normal",
-            normal_test_dir="test_normal",
-            abnormal_dir="abnormal",
-            mask_dir="mask",
-            num_workers=0,
-            train_batch_size=8,
-            eval_batch_size=8,
-            val_split_mode="from_test",
-            val_split_ratio=0.5,
-            seed=0,
-        )
-    return MVTecAD(
-        root=root,
-        category="brick",
-        num_workers=0,
-        train_batch_size=8,
-        eval_batch_size=8,
-        val_split_mode="from_test",
-        val_split_ratio=0.5,
-        seed=0,
-    )
+        folders: dict[str, Any] = {"normal_dir": "normal", "normal_test_dir": "test_normal", "abnormal_dir": "abnormal"}
+        return Folder(name="photos", root=root, mask_dir="mask", **folders, **loading)
+    return MVTecAD(root=root, category="brick", **loading)
 
 
 def openvino_runner(path: Path, config: dict[str, str]) -> Runner:
