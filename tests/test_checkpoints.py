@@ -14,8 +14,8 @@ from anomalib.engine import Engine
 from anomalib.models import Padim
 from lightning.pytorch import seed_everything
 
-from anomalib_fastflow2d import Fastflow2D
-from anomalib_fastflow2d.checkpoints import CheckpointError
+from anomalib_fastflow2d import Fastflow2D, resolve
+from anomalib_fastflow2d.checkpoints import CheckpointError, describe_architecture_change, saved_config
 from tests.conftest import ANOMALIB, TINY_MODEL, run
 
 
@@ -147,3 +147,10 @@ def test_checkpoint_with_non_finite_weights_is_never_written(demo_root: Path, tm
     with pytest.raises(FloatingPointError, match="non-finite weights"):
         engine.trainer.save_checkpoint(target)
     assert not target.exists()
+
+
+def test_saved_config_reads_hyper_parameters_left_at_none_as_the_preset() -> None:
+    # Checkpoints store the constructor's arguments; None means "the preset's value".
+    saved = saved_config({"backbone": "resnet18", "flow_steps": None, "hidden_ratio": 0.5, "lr": 0.1})
+    assert saved == resolve("resnet18", hidden_ratio=0.5)
+    assert describe_architecture_change(resolve("resnet18"), saved) == "hidden_ratio: 1.0 -> 0.5"

@@ -2,11 +2,12 @@
 # SPDX-License-Identifier: Apache-2.0
 
 import time
+from dataclasses import FrozenInstanceError
 
 import pytest
 
 from anomalib_fastflow2d import PRESETS, BackboneKind, Fastflow2DModel, resolve, resolve_preset
-from anomalib_fastflow2d.presets import DEFAULT_CNN_PRESET
+from anomalib_fastflow2d.presets import ARCHITECTURE_NAMES, DEFAULT_CNN_PRESET, FlowConfig
 
 # What the paper's presets must build: (channels per scale, strides, steps, kernels of the first two steps).
 EXPECTED = {
@@ -83,3 +84,31 @@ def test_bad_flow_arguments_name_the_argument(kwargs: dict, argument: str) -> No
 def test_impossible_feature_stages_get_a_clear_error() -> None:
     with pytest.raises(ValueError, match="feature_stages"):
         Fastflow2DModel(resolve("resnet18", feature_stages=[7]), pre_trained=False)
+
+
+def test_resolve_fills_in_the_preset_and_keeps_every_override() -> None:
+    assert resolve("wide_resnet50_2") == FlowConfig(
+        backbone="wide_resnet50_2", feature_stages=(1, 2, 3), flow_steps=8, conv3x3_only=False, hidden_ratio=1.0
+    )
+    config = resolve("resnet18", feature_stages=[2, 3], flow_steps=3, conv3x3_only=False, hidden_ratio=0.5)
+    assert (config.feature_stages, config.flow_steps, config.conv3x3_only, config.hidden_ratio) == (
+        (2, 3),
+        3,
+        False,
+        0.5,
+    )
+    assert config.preset is PRESETS["resnet18"]
+
+
+def test_flow_config_fields_are_the_one_list_of_architecture_names() -> None:
+    config = resolve("resnet18", flow_steps=2)
+    assert ARCHITECTURE_NAMES == ("backbone", "feature_stages", "flow_steps", "conv3x3_only", "hidden_ratio")
+    assert config.as_hparams() == {
+        "backbone": "resnet18",
+        "feature_stages": [1, 2, 3],
+        "flow_steps": 2,
+        "conv3x3_only": True,
+        "hidden_ratio": 1.0,
+    }
+    with pytest.raises(FrozenInstanceError):
+        config.flow_steps = 3  # type: ignore[misc]
