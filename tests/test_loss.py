@@ -31,7 +31,7 @@ def test_loss_falls_over_a_few_steps_on_demo_data(demo_root: Path) -> None:
     losses = []
     for _ in range(5):
         for images in batches:
-            loss = model.loss(*model.model(images))
+            loss = model.loss(*model.model.encode(model.model.features(images)))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
