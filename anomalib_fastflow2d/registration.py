@@ -9,28 +9,45 @@ benchmark configs and the CLI's short class names look the name up on ``anomalib
 there. The start-up hook (``_hook``) imports this package right after ``anomalib.models`` has executed, before the
 import system binds it as an attribute of ``anomalib``, hence ``from anomalib import models`` (which falls back to
 ``sys.modules``) rather than ``import anomalib.models``.
+
+The data modules are published the same way on ``anomalib.data``: anomalib's benchmark (``get_datamodule``) looks a
+data module up there by the last part of its class path, so ``class_path: CIFAR10OneClass`` and
+``class_path: anomalib_fastflow2d.data.CIFAR10OneClass`` both work in benchmark configs.
 """
 
+from types import ModuleType
+
+from anomalib import data as anomalib_data
 from anomalib import models as anomalib_models
 
+from .data import CIFAR10OneClass, ClassFolderOneClass
 from .lightning_model import Fastflow2D
 
-MODEL_NAME = "Fastflow2D"
+PUBLISHED: tuple[tuple[ModuleType, type], ...] = (
+    (anomalib_models, Fastflow2D),
+    (anomalib_data, CIFAR10OneClass),
+    (anomalib_data, ClassFolderOneClass),
+)
+"""The classes set on anomalib's modules, each under its own name."""
 
 
 def register() -> None:
-    """Publish :class:`Fastflow2D` as ``anomalib.models.Fastflow2D``; calling it again changes nothing.
+    """Publish :class:`Fastflow2D` on ``anomalib.models`` and the data modules on ``anomalib.data``.
+
+    Calling it again changes nothing.
 
     Raises:
-        RuntimeError: If another class is already registered under the same name.
+        RuntimeError: If another class is already registered under one of the names; nothing is published then.
     """
-    registered = getattr(anomalib_models, MODEL_NAME, None)
-    if registered is not None and registered is not Fastflow2D:
-        msg = (
-            f"anomalib.models.{MODEL_NAME} is already {registered.__module__}.{registered.__qualname__}; "
-            "refusing to replace it with anomalib_fastflow2d.Fastflow2D. Uninstall the other plugin."
-        )
-        raise RuntimeError(msg)
-    anomalib_models.Fastflow2D = Fastflow2D  # type: ignore[attr-defined]
-    if MODEL_NAME not in anomalib_models.__all__:
-        anomalib_models.__all__.append(MODEL_NAME)
+    for module, cls in PUBLISHED:
+        registered = getattr(module, cls.__name__, None)
+        if registered is not None and registered is not cls:
+            msg = (
+                f"{module.__name__}.{cls.__name__} is already {registered.__module__}.{registered.__qualname__}; "
+                f"refusing to replace it with {cls.__module__}.{cls.__qualname__}. Uninstall the other plugin."
+            )
+            raise RuntimeError(msg)
+    for module, cls in PUBLISHED:
+        setattr(module, cls.__name__, cls)
+        if cls.__name__ not in module.__all__:
+            module.__all__.append(cls.__name__)

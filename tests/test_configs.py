@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 from anomalib.cli import AnomalibCLI
+from anomalib.data import BTech
 from anomalib.models import AnomalibModule, UnknownModelError, get_model
 
 from anomalib_fastflow2d import PRESETS, Fastflow2D, resolve
+from anomalib_fastflow2d.data import CIFAR10OneClass
 from tests.conftest import ANOMALIB, run
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -19,7 +21,32 @@ def test_every_config_is_covered() -> None:
     """Benchmark configs are for ``anomalib benchmark``; tests/test_benchmark_configs.py covers them."""
     found = {str(path.relative_to(CONFIGS)) for path in CONFIGS.rglob("*.yaml") if path.parent.name != "benchmark"}
     presets = {f"{folder}/{name}.yaml" for folder in ("model", "model_only") for name in PRESETS}
-    assert found == {"demo.yaml"} | presets
+    assert found == {"demo.yaml", "cifar10/wide_resnet50_2.yaml"} | presets
+
+
+def test_cifar10_config_builds_the_one_class_protocol_offline() -> None:
+    config = CONFIGS / "cifar10" / "wide_resnet50_2.yaml"
+    cli = AnomalibCLI(
+        ["train", "--config", str(config), "--model.pre_trained=false", "--data.normal_class=3"], run=False
+    )
+    assert isinstance(cli.datamodule, CIFAR10OneClass)
+    assert cli.datamodule.category == "cat"
+    assert cli.datamodule.root == Path("datasets/CIFAR10")
+    assert cli.model.model.config == resolve("wide_resnet50_2")
+    assert cli.config["train"]["trainer"]["max_epochs"] == 500
+
+
+def test_btech_builds_offline_from_a_preset_config_without_downloading(tmp_path: Path) -> None:
+    # BTAD is anomalib's BTech: the preset configs take it with --data; building it must not fetch the data.
+    data = ["--data", "anomalib.data.BTech", f"--data.root={tmp_path / 'BTech'}", "--data.category=02"]
+    cli = AnomalibCLI(
+        ["train", "--config", str(CONFIGS / "model" / "resnet18.yaml"), "--model.pre_trained=false", *data], run=False
+    )
+    assert isinstance(cli.datamodule, BTech)
+    assert cli.datamodule.category == "02"
+    assert isinstance(cli.model, Fastflow2D)
+    assert cli.model.model.config == resolve("resnet18")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("backbone", sorted(PRESETS))

@@ -114,12 +114,13 @@ def test_preset_table_gives_each_presets_values() -> None:
     documented = {unquote(row[0]): row for row in rows}
 
     assert set(documented) == set(PRESETS)
-    for backbone, (_, kind, stages, steps, kernels, hidden_ratio, input_size, _) in documented.items():
+    for backbone, (_, kind, stages, steps, kernels, hidden_ratio, input_size, _, source) in documented.items():
         preset = PRESETS[backbone]
         assert kind == {BackboneKind.CNN: "CNN", BackboneKind.VIT: "ViT"}[preset.kind], backbone
         assert ast.literal_eval(unquote(stages)) == preset.feature_stages, backbone
         assert int(steps) == preset.flow_steps, backbone
         assert KERNELS[kernels] == preset.conv3x3_only, backbone
+        assert "paper" in source, backbone
         assert float(hidden_ratio) == preset.hidden_ratio, backbone
         assert tuple(int(side) for side in input_size.split("x")) == preset.input_size, backbone
 

@@ -13,7 +13,7 @@ from anomalib_fastflow2d.presets import ARCHITECTURE_NAMES, DEFAULT_CNN_PRESET, 
 EXPECTED = {
     "resnet18": ([64, 128, 256], [4, 8, 16], 8, [3, 3]),
     "wide_resnet50_2": ([256, 512, 1024], [4, 8, 16], 8, [3, 1]),
-    "deit_base_distilled_patch16_384": ([768], [16], 20, [3, 1]),
+    "deit_base_distilled_patch16_384": ([768], [16], 20, [3, 3]),
     "cait_m48_448": ([768], [16], 20, [3, 1]),
 }
 
