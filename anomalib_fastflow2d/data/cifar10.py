@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from anomalib.data.utils import ValSplitMode
 from PIL import Image
 
 from .one_class import OneClassDataModule, normal_class_name
@@ -66,13 +65,8 @@ class CIFAR10OneClass(OneClassDataModule):
         root: Folder holding ``cifar-10-python.tar.gz`` or ``cifar-10-batches-py/``. The decoded PNG files go to
             ``<root>/cifar-10-png/``. Defaults to ``./datasets/CIFAR10``.
         normal_class: The normal class: an index 0-9 or a name, ``airplane`` ... ``truck``. Defaults to ``0``.
-        train_batch_size: Training batch size. Defaults to ``32``.
-        eval_batch_size: Validation and test batch size. Defaults to ``32``.
-        num_workers: Data loader workers. Defaults to ``8``.
-        val_split_mode: Where validation images come from. Defaults to ``same_as_test`` (see
-            :class:`~anomalib_fastflow2d.data.one_class.OneClassDataModule`).
-        val_split_ratio: Fraction held out when ``val_split_mode`` samples from a split. Defaults to ``0.5``.
-        seed: Seed of any random split. Defaults to ``None``.
+        **loading: Batch sizes, workers and the validation split, as
+            :class:`~anomalib_fastflow2d.data.one_class.OneClassDataModule` takes them.
 
     Raises:
         ValueError: If ``normal_class`` is not a CIFAR-10 class; the message lists them.
@@ -91,22 +85,9 @@ class CIFAR10OneClass(OneClassDataModule):
         self,
         root: str | Path = "./datasets/CIFAR10",
         normal_class: int | str = 0,
-        train_batch_size: int = 32,
-        eval_batch_size: int = 32,
-        num_workers: int = 8,
-        val_split_mode: ValSplitMode | str = ValSplitMode.SAME_AS_TEST,
-        val_split_ratio: float = 0.5,
-        seed: int | None = None,
+        **loading: Any,  # noqa: ANN401 - the base class's arguments, which the CLI reads from it
     ) -> None:
-        super().__init__(
-            normal_class=normal_class,
-            train_batch_size=train_batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            val_split_mode=val_split_mode,
-            val_split_ratio=val_split_ratio,
-            seed=seed,
-        )
+        super().__init__(normal_class=normal_class, **loading)
         self.root = Path(root).expanduser()
         self.category = normal_class_name(normal_class, CLASSES)
 

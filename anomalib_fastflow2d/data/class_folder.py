@@ -12,8 +12,8 @@ class's train part only.
 import math
 import random
 from pathlib import Path
+from typing import Any
 
-from anomalib.data.utils import ValSplitMode
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .one_class import OneClassDataModule
@@ -28,13 +28,8 @@ class ClassFolderOneClass(OneClassDataModule):
         normal_class: The normal class: a sub-folder name, or an index into the sorted sub-folder names.
         test_fraction: Fraction of each class's images that goes to the test split, in (0, 1). Defaults to ``0.2``.
         split_seed: Seed of the train/test split; the same seed gives the same split. Defaults to ``0``.
-        train_batch_size: Training batch size. Defaults to ``32``.
-        eval_batch_size: Validation and test batch size. Defaults to ``32``.
-        num_workers: Data loader workers. Defaults to ``8``.
-        val_split_mode: Where validation images come from. Defaults to ``same_as_test`` (see
-            :class:`~anomalib_fastflow2d.data.one_class.OneClassDataModule`).
-        val_split_ratio: Fraction held out when ``val_split_mode`` samples from a split. Defaults to ``0.5``.
-        seed: Seed of anomalib's own random splits (validation). Defaults to ``None``.
+        **loading: Batch sizes, workers and the validation split, as
+            :class:`~anomalib_fastflow2d.data.one_class.OneClassDataModule` takes them.
 
     Raises:
         ValueError: If ``test_fraction`` is outside (0, 1).
@@ -51,25 +46,12 @@ class ClassFolderOneClass(OneClassDataModule):
         normal_class: int | str,
         test_fraction: float = 0.2,
         split_seed: int = 0,
-        train_batch_size: int = 32,
-        eval_batch_size: int = 32,
-        num_workers: int = 8,
-        val_split_mode: ValSplitMode | str = ValSplitMode.SAME_AS_TEST,
-        val_split_ratio: float = 0.5,
-        seed: int | None = None,
+        **loading: Any,  # noqa: ANN401 - the base class's arguments, which the CLI reads from it
     ) -> None:
         if not 0 < test_fraction < 1:
             msg = f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}; e.g. 0.2."
             raise ValueError(msg)
-        super().__init__(
-            normal_class=normal_class,
-            train_batch_size=train_batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            val_split_mode=val_split_mode,
-            val_split_ratio=val_split_ratio,
-            seed=seed,
-        )
+        super().__init__(normal_class=normal_class, **loading)
         self.root = Path(root).expanduser()
         self.test_fraction = test_fraction
         self.split_seed = split_seed
