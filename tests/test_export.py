@@ -32,20 +32,14 @@ from tests.conftest import ANOMALIB, TINY_MODEL, run
 ROOT = Path(__file__).resolve().parents[1]
 SCORE_TOLERANCE = 1e-3
 MAP_TOLERANCE = 1e-2
+LOADING: dict[str, Any] = {"num_workers": 0, "train_batch_size": 8, "eval_batch_size": 32, "seed": 0}
+LOADING |= {"val_split_mode": "from_test", "val_split_ratio": 0.5}
+"""Loading for every datamodule here: validation images come from the test split."""
 
 
 def _datamodule(root: Path) -> MVTecAD:
     # Thresholds come from validation images that are not test images, so no test score sits on a threshold.
-    return MVTecAD(
-        root=root,
-        category="brick",
-        num_workers=0,
-        train_batch_size=8,
-        eval_batch_size=32,
-        val_split_mode="from_test",
-        val_split_ratio=0.5,
-        seed=0,
-    )
+    return MVTecAD(root=root, category="brick", **LOADING)
 
 
 @pytest.fixture(scope="module")
@@ -392,20 +386,8 @@ PHOTO_MODEL: dict[str, Any] = {"backbone": "resnet18", "pre_trained": False, "in
 
 def _photo_datamodule(root: Path) -> Folder:
     # 16 normal and 16 defective test photographs; half of each become the validation set.
-    return Folder(
-        name="photo",
-        root=root,
-        normal_dir="normal",
-        normal_test_dir="test_normal",
-        abnormal_dir="abnormal",
-        mask_dir="mask",
-        num_workers=0,
-        train_batch_size=8,
-        eval_batch_size=32,
-        val_split_mode="from_test",
-        val_split_ratio=0.5,
-        seed=0,
-    )
+    folders = {"normal_dir": "normal", "normal_test_dir": "test_normal", "abnormal_dir": "abnormal"}
+    return Folder(name="photo", root=root, mask_dir="mask", **folders, **LOADING)
 
 
 @pytest.fixture(scope="module")
