@@ -21,7 +21,7 @@ from lightning.fabric.utilities.types import _MAP_LOCATION_TYPE, _PATH
 from lightning.pytorch import LightningModule
 from typing_extensions import Self
 
-from .presets import ARCHITECTURE_NAMES, FlowConfig, resolve
+from .presets import ARCHITECTURE_NAMES, FeatureNorm, FlowConfig, resolve, resolve_preset
 
 if TYPE_CHECKING:
     from .torch_model import Fastflow2DModel
@@ -57,17 +57,24 @@ def check_checkpoint(checkpoint: Mapping[str, Any], source: str) -> None:
 
 
 def saved_config(hyper_parameters: Mapping[str, Any]) -> FlowConfig:
-    """The architecture a checkpoint's hyper-parameters describe (preset values where they hold ``None``)."""
+    """The architecture a checkpoint's hyper-parameters describe (preset values where they hold ``None``).
+
+    Checkpoints written before the per-position norm existed record no ``feature_norm``: their CNN norms are
+    per-channel.
+    """
     saved: dict[str, Any] = {name: hyper_parameters[name] for name in ARCHITECTURE_NAMES if name in hyper_parameters}
+    if "feature_norm" not in hyper_parameters and resolve_preset(saved.get("backbone", "resnet18")).feature_norm:
+        saved["feature_norm"] = FeatureNorm.CHANNEL
     return resolve(**saved)
 
 
 def describe_architecture_change(current: FlowConfig, saved: FlowConfig) -> str:
     """The fields that differ, as ``name: current -> saved`` with the values actually used (never ``None``)."""
+    current_values, saved_values = current.as_hparams(), saved.as_hparams()
     return ", ".join(
-        f"{name}: {getattr(current, name)} -> {getattr(saved, name)}"
+        f"{name}: {current_values[name]} -> {saved_values[name]}"
         for name in ARCHITECTURE_NAMES
-        if getattr(current, name) != getattr(saved, name)
+        if current_values[name] != saved_values[name]
     )
 
 
@@ -102,6 +109,8 @@ class CheckpointHooks(LightningModule):
             raise FloatingPointError(msg)
         super().on_save_checkpoint(checkpoint)
         hyper_parameters = checkpoint.setdefault("hyper_parameters", {})
+        # The resolved architecture, norm and training size included, whatever the arguments left to the preset.
+        hyper_parameters.update(self.model.config.as_hparams())
         hyper_parameters["pre_trained"] = False
         hyper_parameters["backbone_weights"] = None
         mark_checkpoint(checkpoint)

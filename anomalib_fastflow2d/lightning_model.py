@@ -42,7 +42,7 @@ from .export import Fastflow2DExportMixin
 from .feature_cache import TrainingFeatures
 from .loss import Fastflow2DLoss
 from .predictions import AspectKeepingVisualizer, PredictionTable
-from .presets import resolve
+from .presets import resolve, resolve_preset
 from .step_guard import SkipNonFiniteSteps
 from .torch_model import CompileMode, Fastflow2DModel
 
@@ -68,6 +68,9 @@ class Fastflow2D(Fastflow2DExportMixin, CheckpointHooks, SkipNonFiniteSteps, Ano
         conv3x3_only: 3x3 kernels in every subnet instead of alternating 3x3/1x1. Defaults to the preset's.
         hidden_ratio: Subnet hidden channels as a fraction of input channels. Defaults to the preset's.
         feature_stages: timm ``out_indices`` (CNN stages, or the ViT block). Defaults to the preset's.
+        feature_norm: CNN feature norm's learned affine: ``"position"`` (a scale and shift per feature position,
+            resized at other input sizes; best on aligned objects) or ``"channel"`` (per channel). Defaults to
+            ``"position"`` for CNNs; ViTs use their backbone's own norm.
         input_size: ``(H, W)`` of the default pre-processor's resize; ignored when ``pre_processor`` is a module.
             Defaults to the preset's (256, 384 for DeiT, 448 for CaiT).
         image_score: ``"max"`` of the anomaly map, or ``"topk_mean"``. Defaults to ``"max"``.
@@ -111,6 +114,7 @@ class Fastflow2D(Fastflow2DExportMixin, CheckpointHooks, SkipNonFiniteSteps, Ano
         conv3x3_only: bool | None = None,
         hidden_ratio: float | None = None,
         feature_stages: Sequence[int] | None = None,
+        feature_norm: Literal["position", "channel"] | None = None,
         input_size: tuple[int, int] | None = None,
         image_score: Literal["max", "topk_mean"] = "max",
         topk_fraction: float = 0.01,
@@ -126,10 +130,13 @@ class Fastflow2D(Fastflow2DExportMixin, CheckpointHooks, SkipNonFiniteSteps, Ano
         evaluator: Evaluator | bool = True,
         visualizer: Visualizer | bool = True,
     ) -> None:
-        config = resolve(backbone, feature_stages, flow_steps, conv3x3_only, hidden_ratio)
         if pre_processor is True:
-            pre_processor = self.configure_pre_processor(image_size=input_size or config.preset.input_size)
+            pre_processor = self.configure_pre_processor(image_size=input_size or resolve_preset(backbone).input_size)
         super().__init__(pre_processor, post_processor, evaluator, visualizer)
+        # The pre-processor's resize is the training size, which shapes the per-position norm.
+        config = resolve(
+            backbone, feature_stages, flow_steps, conv3x3_only, hidden_ratio, feature_norm, self.input_size
+        )
         _check_arguments(lr=lr, weight_decay=weight_decay, max_epochs=max_epochs, max_skipped_steps=max_skipped_steps)
         if backbone_weights is not None:
             check_backbone_weights(backbone, backbone_weights)

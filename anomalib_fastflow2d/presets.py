@@ -4,7 +4,8 @@
 """Backbone presets that reproduce the FastFlow paper's configurations, and the one place they are resolved.
 
 A preset is data: the backbone family, the feature stages, the flow depth, the subnet kernel pattern, the hidden
-ratio and the input size the paper trained at. Adding a backbone means adding one entry to :data:`PRESETS`.
+ratio, the feature normalisation and the input size the paper trained at. Adding a backbone means adding one entry
+to :data:`PRESETS`.
 
 Any other timm CNN that supports ``features_only`` works too; it gets :data:`DEFAULT_CNN_PRESET`.
 
@@ -32,10 +33,20 @@ class BackboneKind(str, Enum):
     """How features are taken from a timm backbone."""
 
     CNN = "cnn"
-    """Feature pyramid from ``features_only``: one flow per stage, each normalised by :class:`~torch.nn.GroupNorm`."""
+    """Feature pyramid from ``features_only``: one flow per stage, each after a trainable feature norm."""
 
     VIT = "vit"
     """Patch tokens after one transformer block, reshaped to a map and normalised by the backbone's own norm."""
+
+
+class FeatureNorm(str, Enum):
+    """The learned affine of a CNN feature normalisation (see :mod:`anomalib_fastflow2d.norms`)."""
+
+    POSITION = "position"
+    """Per feature position, resized to the feature map: best on aligned objects. The CNN default."""
+
+    CHANNEL = "channel"
+    """Per channel: size-independent, and the norm of checkpoints written before ``position`` existed."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,8 @@ class BackbonePreset:
         conv3x3_only: Use 3x3 convolutions in every subnet instead of alternating 3x3 and 1x1.
         hidden_ratio: Hidden channels of a subnet as a fraction of its input channels.
         input_size: Height and width the paper trained this backbone at.
+        feature_norm: CNN only: the learned affine of the feature norm. ``None`` for ViTs, whose features went
+            through the backbone's own final norm.
         dynamic_size: ViT only: the timm class interpolates its position embeddings, so other input sizes run.
     """
 
@@ -58,6 +71,7 @@ class BackbonePreset:
     conv3x3_only: bool
     hidden_ratio: float
     input_size: tuple[int, int]
+    feature_norm: FeatureNorm | None
     dynamic_size: bool = False
 
 
@@ -68,6 +82,7 @@ DEFAULT_CNN_PRESET = BackbonePreset(
     conv3x3_only=False,
     hidden_ratio=1.0,
     input_size=(256, 256),
+    feature_norm=FeatureNorm.POSITION,
 )
 """Last layer of the first three stages, 8 alternating steps: the paper's WideResNet50-2 recipe."""
 
@@ -78,6 +93,7 @@ _DEIT_PRESET = BackbonePreset(
     conv3x3_only=True,
     hidden_ratio=0.16,
     input_size=(384, 384),
+    feature_norm=None,
     dynamic_size=True,
 )
 
@@ -137,10 +153,13 @@ class FlowConfig:
         flow_steps: Coupling blocks per flow.
         conv3x3_only: 3x3 kernels in every subnet instead of alternating 3x3 and 1x1.
         hidden_ratio: Subnet hidden channels as a fraction of its input channels.
+        feature_norm: CNN feature norm's learned affine, per position or per channel; ``None`` for ViTs.
+        input_size: ``(H, W)`` of the training images; sizes the per-position norm's maps.
 
     Examples:
-        >>> resolve("resnet18", flow_steps=2)
-        FlowConfig(backbone='resnet18', feature_stages=(1, 2, 3), flow_steps=2, conv3x3_only=True, hidden_ratio=1.0)
+        >>> config = resolve("resnet18", flow_steps=2)
+        >>> config.flow_steps, config.feature_norm.value, config.input_size
+        (2, 'position', (256, 256))
     """
 
     backbone: str
@@ -148,6 +167,8 @@ class FlowConfig:
     flow_steps: int
     conv3x3_only: bool
     hidden_ratio: float
+    feature_norm: FeatureNorm | None
+    input_size: tuple[int, int]
 
     def __post_init__(self) -> None:
         """Refuse values no flow can be built from, naming the argument."""
@@ -158,6 +179,9 @@ class FlowConfig:
         if not self.feature_stages:
             msg = "feature_stages must name at least one stage, e.g. [1, 2, 3]."
             raise ValueError(msg)
+        if len(self.input_size) != 2 or min(self.input_size) < 1:  # noqa: PLR2004 - height and width
+            msg = f"input_size must be (height, width) in pixels, got {self.input_size}."
+            raise ValueError(msg)
 
     @property
     def preset(self) -> BackbonePreset:
@@ -165,11 +189,14 @@ class FlowConfig:
         return resolve_preset(self.backbone)
 
     def as_hparams(self) -> dict[str, object]:
-        """The fields as checkpoint hyper-parameters (feature stages as a list, as the CLI writes them)."""
-        return {
-            field.name: list(value) if isinstance(value := getattr(self, field.name), tuple) else value
-            for field in fields(self)
-        }
+        """The fields as checkpoint hyper-parameters: sequences as lists and the norm as its name, as the CLI writes."""
+        return {field.name: _plain(getattr(self, field.name)) for field in fields(self)}
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, tuple):
+        return list(value)
+    return value.value if isinstance(value, Enum) else value
 
 
 ARCHITECTURE_NAMES: tuple[str, ...] = tuple(field.name for field in fields(FlowConfig))
@@ -182,11 +209,14 @@ def resolve(
     flow_steps: int | None = None,
     conv3x3_only: bool | None = None,
     hidden_ratio: float | None = None,
+    feature_norm: FeatureNorm | str | None = None,
+    input_size: Sequence[int] | None = None,
 ) -> FlowConfig:
     """Resolve a backbone's architecture: the preset's values, overridden by every argument that is not ``None``.
 
     Raises:
-        ValueError: For an unknown backbone (listing the presets) or a value no flow can be built from.
+        ValueError: For an unknown backbone (listing the presets), a value no flow can be built from, or a
+            ``feature_norm`` for a ViT (whose features the backbone's own norm already normalised).
 
     Examples:
         >>> resolve("wide_resnet50_2").conv3x3_only
@@ -195,10 +225,18 @@ def resolve(
         (1, 2)
     """
     preset = resolve_preset(backbone)
+    if feature_norm is not None and preset.feature_norm is None:
+        msg = f"feature_norm applies to CNN backbones only; {backbone!r} uses its own final norm. Leave it unset."
+        raise ValueError(msg)
+    if feature_norm is not None and feature_norm not in set(FeatureNorm):
+        msg = f"feature_norm must be one of {[norm.value for norm in FeatureNorm]}, got {feature_norm!r}."
+        raise ValueError(msg)
     return FlowConfig(
         backbone=backbone,
         feature_stages=tuple(preset.feature_stages if feature_stages is None else feature_stages),
         flow_steps=preset.flow_steps if flow_steps is None else flow_steps,
         conv3x3_only=preset.conv3x3_only if conv3x3_only is None else conv3x3_only,
         hidden_ratio=preset.hidden_ratio if hidden_ratio is None else hidden_ratio,
+        feature_norm=preset.feature_norm if feature_norm is None else FeatureNorm(feature_norm),
+        input_size=preset.input_size if input_size is None else (int(input_size[0]), int(input_size[1])),
     )

@@ -3,10 +3,11 @@
 
 """PyTorch model of Fastflow2D: frozen backbone, feature normalisation, one 2D flow per scale, anomaly map.
 
-Unlike anomalib's ``FastflowModel``, nothing here depends on the input size: CNN features are normalised with a
-per-sample :class:`~torch.nn.GroupNorm` over all of ``(C, H, W)`` with a per-channel affine (where anomalib fixes a
-``LayerNorm([C, H, W])`` at construction), so a model trained at 256x256 runs at 192x320 and exports with dynamic
-shapes.
+Unlike anomalib's ``FastflowModel``, the model runs at any input size: CNN features are standardised per sample over
+all of ``(C, H, W)`` as anomalib's ``LayerNorm([C, H, W])`` does, with a learned per-position affine that is resized
+to the feature map (:class:`~anomalib_fastflow2d.norms.PositionNorm`), or a per-channel one
+(:class:`~anomalib_fastflow2d.norms.ChannelNorm`). So a model trained at 256x256 runs at 192x320 and exports with
+dynamic shapes.
 
 Paper:
     FastFlow: Unsupervised Anomaly Detection and Localization via 2D Normalizing Flows, Yu et al. 2021,
@@ -23,7 +24,8 @@ from torch import nn
 from .anomaly_map import AnomalyMapGenerator, ImageScore
 from .backbones import FeatureExtractor
 from .flows import Flow2D
-from .presets import BackboneKind, FlowConfig
+from .norms import ChannelNorm, PositionNorm
+from .presets import FeatureNorm, FlowConfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -78,11 +80,7 @@ class Fastflow2DModel(nn.Module):
             dynamic_size=preset.dynamic_size,
         )
         channels = self.feature_extractor.channels
-        # ViT features already went through the backbone's own final norm.
-        self.norms = nn.ModuleList(
-            nn.Identity() if preset.kind is BackboneKind.VIT else nn.GroupNorm(1, num_channels)
-            for num_channels in channels
-        )
+        self.norms = self._build_norms(config.feature_norm, config.input_size)
         self.flows = nn.ModuleList(
             Flow2D(num_channels, config.flow_steps, config.conv3x3_only, config.hidden_ratio)
             for num_channels in channels
@@ -91,6 +89,16 @@ class Fastflow2DModel(nn.Module):
         # A plain dict, so that the compiled wrappers are neither submodules nor state-dict keys.
         self._compiled: dict[str, Callable[..., object]] = {}
         self.compile_mode: CompileMode | None = None
+
+    def _build_norms(self, feature_norm: FeatureNorm | None, input_size: tuple[int, int]) -> nn.ModuleList:
+        channels = self.feature_extractor.channels
+        if feature_norm is FeatureNorm.POSITION:
+            shapes = self.feature_shapes(input_size)
+            return nn.ModuleList(PositionNorm(shape[0], (shape[1], shape[2])) for shape in shapes)
+        if feature_norm is FeatureNorm.CHANNEL:
+            return nn.ModuleList(ChannelNorm(num_channels) for num_channels in channels)
+        # ViT features already went through the backbone's own final norm.
+        return nn.ModuleList(nn.Identity() for _ in channels)
 
     def rebuilt(self, config: FlowConfig) -> "Fastflow2DModel":
         """A model of another architecture with this one's scoring, device and compile mode, and random weights.

@@ -151,6 +151,38 @@ def test_checkpoint_with_non_finite_weights_is_never_written(demo_root: Path, tm
 
 def test_saved_config_reads_hyper_parameters_left_at_none_as_the_preset() -> None:
     # Checkpoints store the constructor's arguments; None means "the preset's value".
-    saved = saved_config({"backbone": "resnet18", "flow_steps": None, "hidden_ratio": 0.5, "lr": 0.1})
+    hyper_parameters = {"backbone": "resnet18", "flow_steps": None, "hidden_ratio": 0.5, "feature_norm": None}
+    saved = saved_config({**hyper_parameters, "lr": 0.1})
     assert saved == resolve("resnet18", hidden_ratio=0.5)
     assert describe_architecture_change(resolve("resnet18"), saved) == "hidden_ratio: 1.0 -> 0.5"
+
+
+def test_checkpoint_records_the_resolved_norm_and_training_size(pretrained_checkpoint: tuple[Path, Fastflow2D]) -> None:
+    hyper_parameters = torch.load(pretrained_checkpoint[0], weights_only=False)["hyper_parameters"]
+    assert hyper_parameters["feature_norm"] == "position"
+    assert hyper_parameters["input_size"] == [64, 64]
+
+
+def test_checkpoint_from_before_the_position_norm_loads_with_channel_norms(
+    pretrained_checkpoint: tuple[Path, Fastflow2D], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What earlier versions wrote: no feature_norm hyper-parameter, and GroupNorm(1, C) weights of shape (C,).
+    checkpoint = torch.load(pretrained_checkpoint[0], weights_only=False)
+    del checkpoint["hyper_parameters"]["feature_norm"]
+    torch.manual_seed(2)
+    state_dict = checkpoint["state_dict"]
+    for key in [key for key in state_dict if key.startswith("model.norms.")]:
+        state_dict[key] = torch.randn(state_dict[key].shape[0])
+    legacy_path = tmp_path / "legacy.ckpt"
+    torch.save(checkpoint, legacy_path)
+
+    with caplog.at_level(logging.INFO, logger="anomalib_fastflow2d"):
+        loaded = Fastflow2D.load_from_checkpoint(legacy_path)
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == [
+        "Rebuilding Fastflow2D with the architecture of checkpoint being loaded: feature_norm: position -> channel."
+    ]
+    assert loaded.model.config.feature_norm.value == "channel"
+    reference = torch.nn.GroupNorm(1, 64)
+    reference.load_state_dict({"weight": state_dict["model.norms.0.weight"], "bias": state_dict["model.norms.0.bias"]})
+    features = torch.randn(2, 64, 9, 13)
+    assert torch.allclose(loaded.model.norms[0](features), reference(features), atol=1e-5)

@@ -1,13 +1,14 @@
 # Copyright (C) 2026 anomalib-fastflow2d developers
 # SPDX-License-Identifier: Apache-2.0
 
+import dataclasses
 import time
 from dataclasses import FrozenInstanceError
 
 import pytest
 
 from anomalib_fastflow2d import PRESETS, BackboneKind, Fastflow2DModel, resolve, resolve_preset
-from anomalib_fastflow2d.presets import ARCHITECTURE_NAMES, DEFAULT_CNN_PRESET, FlowConfig
+from anomalib_fastflow2d.presets import ARCHITECTURE_NAMES, DEFAULT_CNN_PRESET, FeatureNorm, FlowConfig
 
 # What the paper's presets must build: (channels per scale, strides, steps, kernels of the first two steps).
 EXPECTED = {
@@ -74,6 +75,8 @@ def test_unknown_backbone_lists_the_presets_at_once() -> None:
         ({"flow_steps": 0}, "flow_steps"),
         ({"hidden_ratio": 0.0}, "hidden_ratio"),
         ({"feature_stages": []}, "feature_stages"),
+        ({"feature_norm": "batch"}, "feature_norm"),
+        ({"input_size": (0, 64)}, "input_size"),
     ],
 )
 def test_bad_flow_arguments_name_the_argument(kwargs: dict, argument: str) -> None:
@@ -88,27 +91,52 @@ def test_impossible_feature_stages_get_a_clear_error() -> None:
 
 def test_resolve_fills_in_the_preset_and_keeps_every_override() -> None:
     assert resolve("wide_resnet50_2") == FlowConfig(
-        backbone="wide_resnet50_2", feature_stages=(1, 2, 3), flow_steps=8, conv3x3_only=False, hidden_ratio=1.0
+        backbone="wide_resnet50_2",
+        feature_stages=(1, 2, 3),
+        flow_steps=8,
+        conv3x3_only=False,
+        hidden_ratio=1.0,
+        feature_norm=FeatureNorm.POSITION,
+        input_size=(256, 256),
     )
-    config = resolve("resnet18", feature_stages=[2, 3], flow_steps=3, conv3x3_only=False, hidden_ratio=0.5)
-    assert (config.feature_stages, config.flow_steps, config.conv3x3_only, config.hidden_ratio) == (
-        (2, 3),
-        3,
-        False,
-        0.5,
+    config = resolve(
+        "resnet18",
+        feature_stages=[2, 3],
+        flow_steps=3,
+        conv3x3_only=False,
+        hidden_ratio=0.5,
+        feature_norm="channel",
+        input_size=[96, 160],
     )
+    assert dataclasses.astuple(config)[1:] == ((2, 3), 3, False, 0.5, FeatureNorm.CHANNEL, (96, 160))
     assert config.preset is PRESETS["resnet18"]
 
 
 def test_flow_config_fields_are_the_one_list_of_architecture_names() -> None:
     config = resolve("resnet18", flow_steps=2)
-    assert ARCHITECTURE_NAMES == ("backbone", "feature_stages", "flow_steps", "conv3x3_only", "hidden_ratio")
+    assert ARCHITECTURE_NAMES == (
+        "backbone",
+        "feature_stages",
+        "flow_steps",
+        "conv3x3_only",
+        "hidden_ratio",
+        "feature_norm",
+        "input_size",
+    )
     assert config.as_hparams() == {
         "backbone": "resnet18",
         "feature_stages": [1, 2, 3],
         "flow_steps": 2,
         "conv3x3_only": True,
         "hidden_ratio": 1.0,
+        "feature_norm": "position",
+        "input_size": [256, 256],
     }
     with pytest.raises(FrozenInstanceError):
         config.flow_steps = 3  # type: ignore[misc]
+
+
+def test_vit_presets_refuse_a_feature_norm_they_would_ignore() -> None:
+    assert resolve("deit_base_distilled_patch16_384").feature_norm is None
+    with pytest.raises(ValueError, match="CNN backbones only"):
+        resolve("deit_base_distilled_patch16_384", feature_norm="position")
