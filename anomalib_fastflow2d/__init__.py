@@ -17,7 +17,7 @@ from .explain import Explanation, explain
 from .flows import Flow2D
 from .lightning_model import Fastflow2D
 from .loss import Fastflow2DLoss
-from .presets import PRESETS, BackboneKind, BackbonePreset, FlowConfig, resolve, resolve_preset
+from .presets import PRESETS, BackboneKind, BackbonePreset, FeatureNorm, FlowConfig, resolve, resolve_preset
 from .registration import register
 from .torch_model import Fastflow2DModel
 
@@ -36,6 +36,7 @@ __all__ = [
     "Fastflow2DLoss",
     "Fastflow2DModel",
     "FeatureExtractor",
+    "FeatureNorm",
     "Flow2D",
     "FlowConfig",
     "ImageScore",
