@@ -144,10 +144,14 @@ class Flow2D(nn.Module):
         return [cast("CouplingBlock", block) for block in self.inn.module_list]
 
     def _folded_couplings(self) -> list[FoldedCoupling]:
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or exporting():
+        parameters = list(self.inn.parameters())
+        # Parameters made under torch.inference_mode() (a model built or loaded in a serving process) keep no
+        # version counter, so an in-place load could not be told from the folded copy: fold on every call.
+        uncacheable = any(parameter.is_inference() for parameter in parameters)
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or exporting() or uncacheable:
             return [block.fold() for block in self._blocks()]
         # In-place updates and loads bump a tensor's version; moves and casts change its address.
-        source = tuple((parameter.data_ptr(), parameter._version) for parameter in self.inn.parameters())  # noqa: SLF001
+        source = tuple((parameter.data_ptr(), parameter._version) for parameter in parameters)  # noqa: SLF001
         if source != self._folded_from:
             self._folded = [block.fold() for block in self._blocks()]
             self._folded_from = source

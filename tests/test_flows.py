@@ -216,3 +216,16 @@ def test_folded_parameters_follow_optimizer_steps_loads_and_pickling(flow: Flow2
     assert restored._folded == []
     with torch.no_grad():
         torch.testing.assert_close(restored.latent(features), flow.latent(features), rtol=0, atol=0)
+
+
+def test_flow_built_and_reloaded_inside_inference_mode_follows_its_weights() -> None:
+    # A serving process may build or load the model under torch.inference_mode(): its parameters then keep no
+    # version counter, which the folded-parameter cache reads elsewhere.
+    torch.manual_seed(0)
+    other = Flow2D(channels=6, flow_steps=2, conv3x3_only=True, hidden_ratio=1.0).double()
+    features = torch.randn(2, 6, 5, 4, dtype=torch.float64)
+    with torch.inference_mode():
+        flow = Flow2D(channels=6, flow_steps=2, conv3x3_only=True, hidden_ratio=1.0).double()
+        torch.testing.assert_close(flow.latent(features), flow(features)[0], rtol=1e-12, atol=1e-12)
+        flow.load_state_dict(other.state_dict())
+        torch.testing.assert_close(flow.latent(features), other(features)[0], rtol=1e-12, atol=1e-12)
