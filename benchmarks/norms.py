@@ -21,6 +21,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from anomalib.data import Folder, MVTecAD
@@ -61,7 +62,7 @@ def build(model: str, size: int, flow_steps: int) -> AnomalibModule:
 
 def make_data(dataset: str, root: Path, size: int) -> AnomalibDataModule:
     """The datamodule of one of :data:`DATASETS`, generated under ``root``."""
-    loading = {"train_batch_size": 8, "eval_batch_size": 8, "num_workers": 0}
+    loading: dict[str, Any] = {"train_batch_size": 8, "eval_batch_size": 8, "num_workers": 0}
     if dataset == "texture brick":
         generate_demo_dataset(root, categories=["brick"], image_size=size, num_test_normal=16, num_test_anomalous=16)
         return MVTecAD(root=root, category="brick", **loading)
@@ -136,8 +137,13 @@ def summary(records: Sequence[Record]) -> list[dict[str, object]]:
         ("Fastflow2D position", "Fastflow2D channel", "pixel_auroc_other_size"),
     ]
     return [
-        {"dataset": dataset, "model": model, "reference": reference, "measure": measure}
-        | paired(records, dataset, model, reference, measure)
+        {
+            "dataset": dataset,
+            "model": model,
+            "reference": reference,
+            "measure": measure,
+            **paired(records, dataset, model, reference, measure),
+        }
         for dataset in dict.fromkeys(record.mode for record in records)
         for model, reference, measure in comparisons
     ]
