@@ -24,6 +24,8 @@ def test_cores_are_the_machines_and_torch_threads_are_recorded_apart() -> None:
     assert found["torch_threads"] == 1
     assert found["gpu"] is None
     assert found["cpu"]
+    assert found["cudnn_benchmark"] is torch.backends.cudnn.benchmark
+    assert found["tf32"] == {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
 
 
 def test_versions_name_python_and_every_package() -> None:

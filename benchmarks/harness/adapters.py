@@ -53,9 +53,14 @@ def flow_settings(
 
     The architecture comes from :func:`anomalib_fastflow2d.presets.resolve`, which also refuses impossible values.
     """
-    config = resolve(backbone, flow_steps=flow_steps, conv3x3_only=conv3x3_only, hidden_ratio=hidden_ratio)
-    input_size = config.preset.input_size if size is None else (size, size)
-    return FlowSettings(config=config, pre_trained=pre_trained, input_size=input_size)
+    config = resolve(
+        backbone,
+        flow_steps=flow_steps,
+        conv3x3_only=conv3x3_only,
+        hidden_ratio=hidden_ratio,
+        input_size=None if size is None else (size, size),
+    )
+    return FlowSettings(config=config, pre_trained=pre_trained, input_size=config.input_size)
 
 
 class ModelUnderTest(ABC):

@@ -64,7 +64,10 @@ def capture(seed: int, device: torch.device, argv: Sequence[str] | None = None) 
 
 
 def machine(device: torch.device) -> dict[str, Any]:
-    """The CPU model, its core count, the threads torch uses (apart: they may differ), and the GPU on CUDA."""
+    """The CPU model, its core count, the threads torch uses (apart: they may differ), the GPU on CUDA.
+
+    Also the backend settings that change GPU numbers: cuDNN's autotuning and TF32 for matmuls and convolutions.
+    """
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text(encoding="utf-8").splitlines() if cpuinfo.exists() else []
     names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
@@ -73,6 +76,8 @@ def machine(device: torch.device) -> dict[str, Any]:
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
         "platform": platform.platform(),
     }
 

@@ -53,7 +53,8 @@ def time_in_turns(
 ) -> dict[str, Turns]:
     """Time each function over ``repeats`` turns after ``warmup`` untimed calls each.
 
-    Turn by turn, every function runs in the order given. A turn calls its function once, or until
+    Turn by turn, every function runs: in the order given on even turns, in reverse on odd ones, so that no function
+    always runs right after another (whose caches or clocks it would inherit). A turn calls its function once, or until
     ``min_seconds`` have passed (so that short calls are timed over many), and records the seconds per call.
 
     Args:
@@ -74,8 +75,9 @@ def time_in_turns(
         for _ in range(warmup):
             function()
     turns = {name: Turns() for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
+    for turn in range(repeats):
+        order = list(functions.items())
+        for name, function in order[::-1] if turn % 2 else order:
             if pause_s:
                 sleep(pause_s)
             synchronize()
