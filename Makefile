@@ -14,7 +14,8 @@ export HF_HUB_OFFLINE := 1
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The start-up hook is copied into site-packages at install, so a change to it reinstalls too.
+$(VENV)/.installed: pyproject.toml anomalib_fastflow2d/_hook.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)

@@ -11,6 +11,7 @@ Paper:
     https://arxiv.org/abs/2111.07677
 """
 
+from . import seeding
 from .anomaly_map import AnomalyMapGenerator, ImageScore
 from .backbones import BackboneWeightsUnavailableError, FeatureExtractor
 from .explain import Explanation, explain
@@ -22,6 +23,7 @@ from .registration import register
 from .torch_model import Fastflow2DModel
 
 register()
+seeding.install_if_loaded()
 
 __version__ = "0.1.0"
 

@@ -5,11 +5,13 @@
 
 The installed ``anomalib_fastflow2d.pth`` runs ``install()`` at interpreter start, from a copy of this file at the top
 of site-packages (``_anomalib_fastflow2d_hook``), so importing it does not import the package, torch or anomalib.
-``install()`` puts a finder first on ``sys.meta_path`` that waits for ``anomalib.models``; once that module has
-executed, the finder imports ``anomalib_fastflow2d``, which registers the model. Every interpreter that never imports
-anomalib pays only for reading this file.
+``install()`` puts a finder first on ``sys.meta_path`` that waits for two modules. Once ``anomalib.models`` has
+executed, the finder imports ``anomalib_fastflow2d``, which registers the model. Once ``anomalib.cli.cli`` has
+executed, it makes the CLI's ``--seed_everything`` seed the run (:mod:`anomalib_fastflow2d.seeding`; anomalib 2.7
+parses the option and ignores it). Every interpreter that never imports anomalib pays only for reading this file.
 
 Set ``ANOMALIB_FASTFLOW2D_DISABLE_HOOK=1`` to turn the hook off; ``import anomalib_fastflow2d`` still registers.
+``ANOMALIB_FASTFLOW2D_DISABLE_SEED=1`` turns the seeding off alone.
 
 The hook never raises: a failed registration becomes a warning, so a broken plugin cannot break anomalib.
 """
@@ -21,65 +23,89 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from importlib.abc import Loader
     from importlib.machinery import ModuleSpec
     from types import ModuleType
 
 DISABLE_VARIABLE = "ANOMALIB_FASTFLOW2D_DISABLE_HOOK"
 TRIGGER_MODULE = "anomalib.models"
+CLI_MODULE = "anomalib.cli.cli"
 PLUGIN_MODULE = "anomalib_fastflow2d"
+SEEDING_MODULE = "anomalib_fastflow2d.seeding"
 _MARKER = "_anomalib_fastflow2d_finder"
 
 
-def _import_plugin() -> None:
+def _warn(what: str, error: Exception) -> None:
+    import warnings  # noqa: PLC0415
+
+    warnings.warn(
+        f"anomalib-fastflow2d could not {what}: {error!r}. "
+        f"Run `python -c 'import {PLUGIN_MODULE}'` to see the full error, or set {DISABLE_VARIABLE}=1.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _import_plugin(module: ModuleType | None = None) -> None:
+    del module
     try:
         __import__(PLUGIN_MODULE)
     except Exception as error:  # noqa: BLE001 - a plugin failure must never break anomalib itself
-        import warnings  # noqa: PLC0415
+        _warn("register Fastflow2D with anomalib", error)
 
-        warnings.warn(
-            f"anomalib-fastflow2d could not register Fastflow2D with anomalib: {error!r}. "
-            f"Run `python -c 'import {PLUGIN_MODULE}'` to see the full error, or set {DISABLE_VARIABLE}=1.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+
+def _seed_cli(module: ModuleType) -> None:
+    try:
+        __import__(SEEDING_MODULE)
+        sys.modules[SEEDING_MODULE].install(module.AnomalibCLI)
+    except Exception as error:  # noqa: BLE001 - a plugin failure must never break anomalib itself
+        _warn("make anomalib's --seed_everything seed the run", error)
+
+
+_AFTER_IMPORT = {TRIGGER_MODULE: _import_plugin, CLI_MODULE: _seed_cli}
+"""What to run once each module has executed."""
 
 
 class _RegisteringLoader:
-    """Wraps ``anomalib.models``'s loader to import the plugin right after the module has executed."""
+    """Wraps a trigger module's loader to run its action right after the module has executed."""
 
-    def __init__(self, loader: Loader) -> None:
+    def __init__(self, loader: Loader, action: Callable[[ModuleType], None]) -> None:
         self._loader = loader
+        self._action = action
 
     def create_module(self, spec: ModuleSpec) -> ModuleType | None:
         return self._loader.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
         self._loader.exec_module(module)
-        _import_plugin()
+        self._action(module)
 
     def __getattr__(self, name: str) -> object:  # delegate get_source, is_package, resource readers
         return getattr(self._loader, name)
 
 
 class _RegisterAfterImport:
-    """One-shot meta-path finder: wraps the real spec of ``anomalib.models``, then steps aside."""
+    """Meta-path finder: wraps the real spec of each trigger module once, and steps aside after the last one."""
 
     _anomalib_fastflow2d_finder = True
+
+    def __init__(self) -> None:
+        self._waiting = dict(_AFTER_IMPORT)
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
-        if fullname != TRIGGER_MODULE:
+        action = self._waiting.pop(fullname, None)
+        if action is None:
             return None
-        if self in sys.meta_path:
+        if not self._waiting and self in sys.meta_path:
             sys.meta_path.remove(self)
         for finder in sys.meta_path:
             find_spec = getattr(finder, "find_spec", None)
-            spec = find_spec(fullname, path, target) if find_spec is not None else None
+            spec = find_spec(fullname, path, target) if find_spec is not None and finder is not self else None
             if spec is not None and spec.loader is not None:
-                spec.loader = _RegisteringLoader(spec.loader)
+                spec.loader = _RegisteringLoader(spec.loader, action)
                 return spec
         return None
 
@@ -94,6 +120,6 @@ def install() -> None:
     if os.environ.get(DISABLE_VARIABLE, "").strip() not in {"", "0"} or is_installed():
         return
     if TRIGGER_MODULE in sys.modules:
-        _import_plugin()
+        _import_plugin()  # which also seeds the CLI if its module has executed
         return
     sys.meta_path.insert(0, _RegisterAfterImport())
