@@ -33,8 +33,13 @@ CHANNELS_LAST_GATHER_MIN = 256
 """From this many channels on, channels-last features are permuted by a gather rather than a 1x1 convolution."""
 
 
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in ``float32``, or in its own type where that is wider (``float64``)."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 class AtLeastFloat32(nn.Module):
-    """Promote a tensor to float32 (wider types pass unchanged); the last module of the coupling's subnet.
+    """:func:`at_least_float32` as a module: the last module of the coupling's subnet.
 
     Under bfloat16 autocast only the subnet's convolutions run in bfloat16; the coupling's log-scales, and so the
     log-determinant and the loss, are computed in float32. Parameter-free, so state-dict keys are unchanged.
@@ -42,7 +47,7 @@ class AtLeastFloat32(nn.Module):
 
     def forward(self, tensor: torch.Tensor) -> torch.Tensor:
         """Return ``tensor`` in ``float32``, or in its own type where that is wider."""
-        return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+        return at_least_float32(tensor)
 
 
 def exporting() -> bool:
@@ -268,7 +273,8 @@ class CouplingBlock(AllInOneBlock):
         passive, active = torch.split(features, self.channel_split, dim=1)
         first, last = self.subnet_convolutions
         hidden = F.relu(first(passive), inplace=True)
-        coefficients = F.conv2d(hidden, folded.weight, folded.bias, padding=last.padding)
+        # Under bfloat16 autocast the convolutions run in bfloat16; the coupling itself, as in training, in float32.
+        coefficients = at_least_float32(F.conv2d(hidden, folded.weight, folded.bias, padding=last.padding))
         # A slice, unlike torch.split's views, may be updated in place under autograd.
         log_scale, active_out = coefficients[:, :active_channels], coefficients[:, active_channels:]
         growth = torch.add(folded.log_active_scale, torch.tanh(log_scale), alpha=self.log_scale_bound).exp_()
@@ -292,9 +298,17 @@ class CouplingBlock(AllInOneBlock):
         """
         channels_last = features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
         if exporting() or (channels_last and features.shape[1] < CHANNELS_LAST_GATHER_MIN):
-            return F.conv2d(features, self.permutation().to(features.dtype))
+            return _convolve_exactly(features, self.permutation())
         # The order is read from P at every call, so that it follows the matrix a checkpoint loads.
         order = self.permutation().flatten(1).argmax(dim=1)
         if channels_last:
             return features.permute(0, 2, 3, 1)[..., order].permute(0, 3, 1, 2)
         return features[:, order]
+
+
+def _convolve_exactly(features: torch.Tensor, permutation: torch.Tensor) -> torch.Tensor:
+    """``P x`` as a 1x1 convolution in the features' own type: autocast would round float32 latents to bfloat16."""
+    if torch.is_autocast_enabled(features.device.type):
+        with torch.autocast(features.device.type, enabled=False):
+            return F.conv2d(features, permutation.to(features.dtype))
+    return F.conv2d(features, permutation.to(features.dtype))
