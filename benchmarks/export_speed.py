@@ -192,12 +192,13 @@ def main() -> int:
         "OpenVINO INT8 PTQ (CPU default)": (openvino_runner(int8, {}), int8),
         "ONNX Runtime": (onnx_runtime_runner(onnx_file), onnx_file),
     }
+    environment = capture(args.seed, torch.device("cpu"))  # before the runs: the commit they start with
     records = measure(runners, root, args)
     sections = {
         "openvino_cpu_default_precision": str(openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")),
         "args": {name: str(value) for name, value in vars(args).items()},
     }
-    write_report(args.output, capture(args.seed, torch.device("cpu")), records, sections)
+    write_report(args.output, environment, records, sections)
     print(export_table(records, args.batch_sizes))  # noqa: T201 - the script's output
     return 0
 

@@ -200,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("results/norms.json"))
     arguments = parser.parse_args(argv)
 
+    environment = capture(0, torch.device("cpu"), argv)  # the commit and machine the runs start with
     records: list[Record] = []
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
@@ -208,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for seed in range(arguments.seeds):
                 records.extend(run(name, dataset, datamodule, seed, arguments, work / "runs") for name in MODELS)
     rows = summary(records)
-    write_report(arguments.output, capture(0, torch.device("cpu"), argv), records, {"paired": rows})
+    write_report(arguments.output, environment, records, {"paired": rows})
     print(markdown(rows, records))  # noqa: T201 - the report
     return 0
 

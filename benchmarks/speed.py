@@ -230,14 +230,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Both models run static shapes: let cuDNN pick each convolution's fastest algorithm (recorded in the JSON).
     torch.backends.cudnn.benchmark = run.device == "cuda"
     extra = parse_extra_arguments(arguments.fastflow2d_arg)
+    device = torch.device(run.device)
+    environment = capture(run.seed, device, argv)  # the commit and machine the runs start with
     records = run_modes(arguments, flow, run, extra)
     records += ratios(records, CANDIDATE, REFERENCE)
-    device = torch.device(run.device)
     sections = {
         "settings": {"flow": asdict(flow), "run": asdict(run), "fastflow2d_arguments": extra},
         "peak_memory": PeakMemory(device).kind,
     }
-    write_report(arguments.output, capture(run.seed, device, argv), records, sections)
+    write_report(arguments.output, environment, records, sections)
     print(measure_table(records, MEASURES))  # noqa: T201 - the script's output
     if missing := non_finite(records):
         print(f"Measures that are not finite: {missing}", file=sys.stderr)  # noqa: T201

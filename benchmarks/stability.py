@@ -113,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("results/stability.json"))
     arguments = parser.parse_args(argv)
 
+    environment = capture(arguments.seed, torch.device("cpu"), argv)  # the commit and machine the runs start with
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
         data_root = arguments.data_root or generate_demo_dataset(
@@ -122,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             train(backbone, data_root, work, arguments.epochs, arguments.size, arguments.lr, arguments.seed)
             for backbone in arguments.backbones
         ]
-    write_report(arguments.output, capture(arguments.seed, torch.device("cpu"), argv), records)
+    write_report(arguments.output, environment, records)
     print(markdown(records))  # noqa: T201 - the report
     return 0 if all(record.details["finite"] for record in records) else 1
 
