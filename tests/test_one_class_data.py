@@ -144,6 +144,41 @@ def test_class_folder_splits_every_class_and_trains_on_the_normal_one(
     assert not train & set(datamodule.test_data.samples["image_path"])
 
 
+@pytest.fixture(scope="module")
+def numbered_class_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Classes named ``0`` ... ``11``, as a dataset of label indices is often laid out; sorted, ``10`` is third."""
+    root = tmp_path_factory.mktemp("numbered-classes")
+    for label in range(12):
+        (root / str(label)).mkdir()
+        for number in range(2):
+            Image.new("RGB", (16, 16), (20 * label, number, 0)).save(root / str(label) / f"{number}.png")
+    return root
+
+
+@pytest.mark.parametrize("normal_class", [2, "2"])
+def test_class_folder_takes_a_numeric_name_as_the_folder_of_that_name(
+    numbered_class_folder: Path, normal_class: int | str
+) -> None:
+    # `--data.normal_class 2` reaches the data module as the integer 2.
+    datamodule = ClassFolderOneClass(root=numbered_class_folder, normal_class=normal_class, num_workers=0)
+    assert datamodule.category == "2"  # names the results folder before setup
+    datamodule.setup()
+
+    assert datamodule.category == "2"
+    assert _labels(datamodule.train_data) == {"2": {0}}
+
+
+def test_class_folder_index_applies_only_where_no_folder_has_the_name(numbered_class_folder: Path) -> None:
+    datamodule = ClassFolderOneClass(root=numbered_class_folder, normal_class=2, num_workers=0)
+    (numbered_class_folder / "2").rename(numbered_class_folder / "two")
+    try:
+        datamodule.setup()  # no folder "2" now: the index picks the sorted third name
+    finally:
+        (numbered_class_folder / "two").rename(numbered_class_folder / "2")
+    assert datamodule.category == "10"
+    assert _labels(datamodule.train_data) == {"10": {0}}
+
+
 def test_class_folder_split_follows_the_seed(class_folder: Path) -> None:
     def test_paths(seed: int) -> list[str]:
         datamodule = ClassFolderOneClass(root=class_folder, normal_class="bolt", split_seed=seed, num_workers=0)

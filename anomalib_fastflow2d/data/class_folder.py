@@ -16,7 +16,7 @@ from typing import Any
 
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from .one_class import OneClassDataModule
+from .one_class import OneClassDataModule, normal_class_name
 
 
 class ClassFolderOneClass(OneClassDataModule):
@@ -25,14 +25,16 @@ class ClassFolderOneClass(OneClassDataModule):
     Args:
         root: Folder with one sub-folder of images per class (``root/<class>/*.png``; any image extension that
             torchvision's ``ImageFolder`` reads).
-        normal_class: The normal class: a sub-folder name, or an index into the sorted sub-folder names.
+        normal_class: The normal class: a sub-folder name, or, where no sub-folder has that name, an index into the
+            sorted sub-folder names. ``category`` is the chosen sub-folder's name.
         test_fraction: Fraction of each class's images that goes to the test split, in (0, 1). Defaults to ``0.2``.
         split_seed: Seed of the train/test split; the same seed gives the same split. Defaults to ``0``.
         **loading: Batch sizes, workers and the validation split, as
             :class:`~anomalib_fastflow2d.data.one_class.OneClassDataModule` takes them.
 
     Raises:
-        ValueError: If ``test_fraction`` is outside (0, 1).
+        ValueError: If ``test_fraction`` is outside (0, 1), or ``normal_class`` names no sub-folder of an existing
+            ``root``.
 
     Example:
         >>> datamodule = ClassFolderOneClass(root="./datasets/parts", normal_class="washer", test_fraction=0.25)
@@ -55,6 +57,8 @@ class ClassFolderOneClass(OneClassDataModule):
         self.root = Path(root).expanduser()
         self.test_fraction = test_fraction
         self.split_seed = split_seed
+        if self.root.is_dir():  # name the run's results folder after the chosen folder, not the argument
+            self.category = normal_class_name(normal_class, self.class_names())
 
     def class_names(self) -> list[str]:
         """The sorted names of the sub-folders that hold images.

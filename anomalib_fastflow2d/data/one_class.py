@@ -80,7 +80,8 @@ class OneClassDataModule(AnomalibDataModule):
             seed=seed,
         )
         self.normal_class = normal_class
-        # The results folder is named after the category before setup, so a name given by index stays an index.
+        # The results folder is named after the category before setup; subclasses whose class names are known by
+        # then name the chosen class, and setup names it in any case.
         self.category = str(normal_class)
 
     @abstractmethod
@@ -93,6 +94,7 @@ class OneClassDataModule(AnomalibDataModule):
 
     def _setup(self, _stage: str | None = None) -> None:
         normal = normal_class_name(self.normal_class, self.class_names())
+        self.category = normal
         images = self.list_images()
         train = [image for image in images if image[2] == Split.TRAIN.value and image[1] == normal]
         self.train_data = OneClassDataset(train, normal)
@@ -100,7 +102,10 @@ class OneClassDataModule(AnomalibDataModule):
 
 
 def normal_class_name(normal_class: int | str, classes: Sequence[str]) -> str:
-    """The name of the normal class, given by index or by name.
+    """The name of the normal class: a class of that name first, else the class at that index.
+
+    A name wins over an index, so with folders named ``0`` ... ``11`` (which the CLI parses as integers) ``2`` is
+    the folder ``2``, not the sorted third name ``10``. An index applies only where no class has the name.
 
     Raises:
         ValueError: Naming the valid indices and names.
@@ -110,13 +115,24 @@ def normal_class_name(normal_class: int | str, classes: Sequence[str]) -> str:
         'cat'
         >>> normal_class_name("bird", ["airplane", "automobile", "bird", "cat"])
         'bird'
+        >>> normal_class_name(2, ["0", "1", "10", "11", "2"])
+        '2'
     """
-    if isinstance(normal_class, int) and not isinstance(normal_class, bool) and 0 <= normal_class < len(classes):
-        return classes[normal_class]
-    if isinstance(normal_class, str) and normal_class in classes:
-        return normal_class
+    if not isinstance(normal_class, bool):
+        if str(normal_class) in classes:
+            return str(normal_class)
+        index = _as_index(normal_class)
+        if index is not None and 0 <= index < len(classes):
+            return classes[index]
     msg = (
-        f"normal_class must be an index from 0 to {len(classes) - 1} or one of the class names {list(classes)}, "
+        f"normal_class must be one of the class names {list(classes)} or an index from 0 to {len(classes) - 1}, "
         f"got {normal_class!r}."
     )
     raise ValueError(msg)
+
+
+def _as_index(normal_class: int | str) -> int | None:
+    """``normal_class`` as an index: an integer, or a string of digits (as a YAML or Python caller may write it)."""
+    if isinstance(normal_class, int):
+        return normal_class
+    return int(normal_class) if normal_class.isdecimal() else None
