@@ -124,11 +124,13 @@ class CheckpointHooks(LightningModule):
         source = repr(str(self._trainer.ckpt_path)) if self._trainer is not None else "being loaded"
         check_checkpoint(checkpoint, source)
         saved = saved_config(checkpoint.get("hyper_parameters", {}))
-        if saved != self.model.config:
+        if not saved.has_weights_of(self.model.config):
             change = describe_architecture_change(self.model.config, saved)
             log.warning("Rebuilding Fastflow2D with the architecture of checkpoint %s: %s.", source, change)
-            self.hparams.update(saved.as_hparams())
             self.model = self.model.rebuilt(saved)
+        else:  # at most the training size differs, which no weight depends on: nothing to rebuild
+            self.model.config = saved
+        self.hparams.update(saved.as_hparams())
         super().on_load_checkpoint(checkpoint)
         self.backbone_weights_pending = False
 

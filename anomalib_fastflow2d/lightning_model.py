@@ -71,8 +71,10 @@ class Fastflow2D(Fastflow2DExportMixin, CheckpointHooks, SkipNonFiniteSteps, Ano
         feature_norm: CNN feature norm's learned affine: ``"position"`` (a scale and shift per feature position,
             resized at other input sizes; best on aligned objects) or ``"channel"`` (per channel). Defaults to
             ``"position"`` for CNNs; ViTs use their backbone's own norm.
-        input_size: ``(H, W)`` of the default pre-processor's resize; ignored when ``pre_processor`` is a module.
-            Defaults to the preset's (256, 384 for DeiT, 448 for CaiT).
+        input_size: ``(H, W)`` of the training images: the default pre-processor's resize, and the size the
+            per-position norm's maps are stored at. With ``pre_processor=False`` the images must already have it;
+            with a pre-processor module that resizes, it must match that resize or be left out. Defaults to the
+            pre-processor module's resize, else the preset's (256, 384 for DeiT, 448 for CaiT).
         image_score: ``"max"`` of the anomaly map, or ``"topk_mean"``. Defaults to ``"max"``.
         topk_fraction: Fraction of pixels averaged by ``image_score="topk_mean"``. Defaults to ``0.01``.
         lr: Adam learning rate. Defaults to ``1e-3`` (paper).
@@ -133,10 +135,9 @@ class Fastflow2D(Fastflow2DExportMixin, CheckpointHooks, SkipNonFiniteSteps, Ano
         if pre_processor is True:
             pre_processor = self.configure_pre_processor(image_size=input_size or resolve_preset(backbone).input_size)
         super().__init__(pre_processor, post_processor, evaluator, visualizer)
-        # The pre-processor's resize is the training size, which shapes the per-position norm.
-        config = resolve(
-            backbone, feature_stages, flow_steps, conv3x3_only, hidden_ratio, feature_norm, self.input_size
-        )
+        # The training size, which shapes the per-position norm: the one given, else the pre-processor's resize.
+        training_size = _training_size(input_size, self.input_size)
+        config = resolve(backbone, feature_stages, flow_steps, conv3x3_only, hidden_ratio, feature_norm, training_size)
         _check_arguments(lr=lr, weight_decay=weight_decay, max_epochs=max_epochs, max_skipped_steps=max_skipped_steps)
         if backbone_weights is not None:
             check_backbone_weights(backbone, backbone_weights)
@@ -148,7 +149,7 @@ class Fastflow2D(Fastflow2DExportMixin, CheckpointHooks, SkipNonFiniteSteps, Ano
         self.backbone_weights = backbone_weights
         self.backbone_weights_pending = pre_trained or backbone_weights is not None
         self.model = Fastflow2DModel(config, pre_trained=False, image_score=image_score, topk_fraction=topk_fraction)
-        self._check_input_size(self.input_size)
+        self._check_input_size(config.input_size)
         self.loss = Fastflow2DLoss()
 
     @staticmethod
@@ -270,6 +271,26 @@ class Fastflow2D(Fastflow2DExportMixin, CheckpointHooks, SkipNonFiniteSteps, Ano
         self._check_input_size(batch.image.shape[-2:])
         # A plain tensor: torch.compile recurses without end through torchvision's tv_tensors.Image (torch 2.11).
         return batch.image.as_subclass(torch.Tensor)
+
+
+def _training_size(
+    input_size: Sequence[int] | None, pre_processed_size: Sequence[int] | None
+) -> tuple[int, int] | None:
+    """The explicit ``input_size``, else the pre-processor's resize; ``None`` leaves it to the preset.
+
+    Raises:
+        ValueError: ``input_size`` differs from the resize of a pre-processor module.
+    """
+    if input_size is None:
+        return None if pre_processed_size is None else (int(pre_processed_size[0]), int(pre_processed_size[1]))
+    size = (int(input_size[0]), int(input_size[1]))
+    if pre_processed_size is not None and tuple(pre_processed_size) != size:
+        msg = (
+            f"input_size {size} differs from the pre-processor's resize to {tuple(pre_processed_size)}. Leave "
+            "input_size out to train at the pre-processor's size, or resize to input_size in the pre-processor."
+        )
+        raise ValueError(msg)
+    return size
 
 
 def _check_arguments(lr: float, weight_decay: float, max_epochs: int | None, max_skipped_steps: int) -> None:

@@ -188,6 +188,24 @@ class FlowConfig:
         """The backbone's preset: its kind, size handling and the paper's input size."""
         return resolve_preset(self.backbone)
 
+    def has_weights_of(self, other: "FlowConfig") -> bool:
+        """Whether a model built from ``other`` has this one's state dict: the same weights, of the same shapes.
+
+        ``input_size`` counts only for the per-position norm, whose maps are stored at the training feature size;
+        the per-channel norm and the ViT presets have no weight that depends on it.
+
+        Examples:
+            >>> resolve("resnet18", feature_norm="channel", input_size=(64, 64)).has_weights_of(
+            ...     resolve("resnet18", feature_norm="channel", input_size=(96, 96))
+            ... )
+            True
+            >>> resolve("resnet18", input_size=(64, 64)).has_weights_of(resolve("resnet18", input_size=(96, 96)))
+            False
+        """
+        if self.feature_norm is FeatureNorm.POSITION:
+            return self == other
+        return replace(self, input_size=other.input_size) == other
+
     def as_hparams(self) -> dict[str, object]:
         """The fields as checkpoint hyper-parameters: sequences as lists and the norm as its name, as the CLI writes."""
         return {field.name: _plain(getattr(self, field.name)) for field in fields(self)}

@@ -137,6 +137,29 @@ def test_checkpoint_of_another_architecture_rebuilds_the_model(
     assert 0.0 <= metrics["image_AUROC"] <= 1.0
 
 
+@pytest.mark.parametrize("feature_norm", ["position", "channel"])
+def test_only_a_size_that_shapes_weights_rebuilds_the_model(
+    feature_norm: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    trained = Fastflow2D(**{**TINY_MODEL, "feature_norm": feature_norm, "input_size": (64, 64)})
+    checkpoint: dict = {"state_dict": trained.state_dict(), "hyper_parameters": dict(trained.hparams)}
+    trained.on_save_checkpoint(checkpoint)
+    model = Fastflow2D(**{**TINY_MODEL, "feature_norm": feature_norm, "input_size": (96, 96)})
+    built = model.model
+
+    with caplog.at_level(logging.WARNING, logger="anomalib_fastflow2d"):
+        model.on_load_checkpoint(checkpoint)
+
+    assert model.model.config.input_size == (64, 64)
+    assert model.hparams["input_size"] == [64, 64]
+    if feature_norm == "channel":  # no weight depends on the size: the backbone is not built again
+        assert model.model is built
+        assert not caplog.text
+    else:  # the per-position maps are stored at the training size
+        assert model.model is not built
+        assert "input_size: [96, 96] -> [64, 64]" in caplog.text
+
+
 def test_checkpoint_with_non_finite_weights_is_never_written(demo_root: Path, tmp_path: Path) -> None:
     engine = _engine(tmp_path, max_epochs=1)
     model = Fastflow2D(**TINY_MODEL)

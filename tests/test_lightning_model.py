@@ -13,7 +13,9 @@ import torch
 from anomalib.data import Folder, ImageBatch, MVTecAD
 from anomalib.engine import Engine
 from anomalib.post_processing import PostProcessor
+from anomalib.pre_processing import PreProcessor
 from lightning.pytorch import seed_everything
+from torchvision.transforms.v2 import Resize
 
 from anomalib_fastflow2d import Fastflow2D
 from tests.conftest import ANOMALIB, TINY_MODEL, TINY_MODEL_CLI, run
@@ -142,6 +144,28 @@ def test_default_input_size_comes_from_the_preset() -> None:
     assert tuple(Fastflow2D(backbone="resnet18", pre_trained=False).input_size) == (256, 256)
     deit = Fastflow2D(backbone="deit_base_distilled_patch16_384", pre_trained=False)
     assert tuple(deit.input_size) == (384, 384)
+
+
+def test_explicit_input_size_is_the_training_size_without_a_pre_processor() -> None:
+    model = Fastflow2D(**{**TINY_MODEL, "input_size": (128, 96)}, pre_processor=False)
+
+    assert model.model.config.input_size == (128, 96)
+    checkpoint: dict = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    model.on_save_checkpoint(checkpoint)
+    assert checkpoint["hyper_parameters"]["input_size"] == [128, 96]
+    # The per-position norm's maps are stored at the 128x96 features: strides 4, 8 and 16.
+    assert [tuple(norm.weight.shape[-2:]) for norm in model.model.norms] == [(32, 24), (16, 12), (8, 6)]
+
+
+def test_input_size_that_contradicts_the_pre_processor_is_refused() -> None:
+    pre_processor = PreProcessor(transform=Resize((96, 96)))
+    with pytest.raises(ValueError, match=r"input_size \(128, 128\) differs from the pre-processor's resize"):
+        Fastflow2D(**{**TINY_MODEL, "input_size": (128, 128)}, pre_processor=pre_processor)
+    # Left out, the pre-processor's resize is the training size.
+    assert Fastflow2D(**{**TINY_MODEL, "input_size": None}, pre_processor=pre_processor).model.config.input_size == (
+        96,
+        96,
+    )
 
 
 class _PoisonedFeatures:
