@@ -278,8 +278,8 @@ class CouplingBlock(AllInOneBlock):
         # A slice, unlike torch.split's views, may be updated in place under autograd.
         log_scale, active_out = coefficients[:, :active_channels], coefficients[:, active_channels:]
         growth = torch.add(folded.log_active_scale, torch.tanh(log_scale), alpha=self.log_scale_bound).exp_()
-        # In place saves a pass over memory, but exports as a scatter between transposes, which OpenVINO ran as
-        # separate kernels taking a sixth of the graph's time.
+        # In place saves a pass over memory, but exports as a scatter between transposes, which OpenVINO runs as
+        # separate kernels (docs/benchmarks.md).
         update = torch.addcmul if exporting() else torch.Tensor.addcmul_
         active_out = update(active_out, active, growth)
         passive_out = torch.addcmul(folded.passive_offset, passive, folded.passive_scale)
@@ -289,12 +289,13 @@ class CouplingBlock(AllInOneBlock):
         """``P x``, keeping a channels-last layout channels-last.
 
         On a contiguous tensor a gather copies whole channel planes. FrEIA's 1x1 convolution by ``P`` is kept where
-        it is faster, and it is exact, as each output sums one input times 1:
+        it is faster (``docs/model.md`` gives the measurements), and it is exact, as each output sums one input
+        times 1:
 
-        - in exported graphs: OpenVINO fuses it, where a gather between transposes made the whole graph up to 2x
-          slower (resnet18, 64x64, INT8);
-        - on channels-last tensors with fewer than :data:`CHANNELS_LAST_GATHER_MIN` channels, where oneDNN runs it
-          2x faster than a gather within each pixel (64 channels; at 768 the gather is 2.5x faster).
+        - in exported graphs, where OpenVINO fuses the convolution with its neighbours and a gather would run
+          between transposes;
+        - on channels-last tensors with fewer than :data:`CHANNELS_LAST_GATHER_MIN` channels, where oneDNN's 1x1
+          convolution beats a gather within each pixel.
         """
         channels_last = features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
         if exporting() or (channels_last and features.shape[1] < CHANNELS_LAST_GATHER_MIN):
