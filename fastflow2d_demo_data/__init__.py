@@ -14,30 +14,40 @@ defects (``scratch``, ``stain``, ``patch``) with exact masks onto further crops.
     root/<category>/test/<defect_type>/000.png
     root/<category>/ground_truth/<defect_type>/000_mask.png
 
-Generation is deterministic (same arguments, byte-identical files) and takes about a second. The module imports only
+Generation is deterministic (same arguments, byte-identical files) and takes about a second. The package imports only
 numpy, Pillow, scikit-image and the standard library so that it stays fast to import (no torch, no anomalib).
+
+The photographs and defect painters live in :mod:`~fastflow2d_demo_data.textures` and
+:mod:`~fastflow2d_demo_data.defects`; :func:`generate_large_frame_dataset` (:mod:`~fastflow2d_demo_data.large_frames`)
+uses them for megapixel frames with defects of a few percent of the side, and ``fastflow2d-demo-data --large-frames``
+runs it.
 """
 
 import argparse
-import functools
-import shutil
+import inspect
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
-import skimage.data
-import skimage.draw
 from numpy.typing import NDArray
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from .defects import DEFECT_TYPES, synthesize_defect
+from .large_frames import generate_large_frame_dataset
+from .layout import clear_category, save_png, stem_width
 from .photos import PHOTOS, generate_photo_dataset
+from .textures import PHOTO_SIZE, TEXTURES, load_photo, validate_categories
 
-__all__ = ["PHOTOS", "TEXTURES", "generate_demo_dataset", "generate_photo_dataset", "main", "synthesize_defect"]
-
-PHOTO_SIZE = 512
-"""Side length of the scikit-image texture photographs, in pixels."""
+__all__ = [
+    "PHOTOS",
+    "TEXTURES",
+    "generate_demo_dataset",
+    "generate_large_frame_dataset",
+    "generate_photo_dataset",
+    "main",
+    "synthesize_defect",
+]
 
 CROP_SIZE = 256
 """Side length of the square crops taken from a photograph before resizing (fixed so that all crops share a scale)."""
@@ -47,170 +57,13 @@ MAX_IMAGE_SIZE = PHOTO_SIZE
 MAX_IMAGES_PER_CATEGORY = (PHOTO_SIZE - CROP_SIZE + 1) ** 2
 """Number of distinct crop positions; every image of a category is cropped at its own position."""
 
-_PNG_COMPRESS_LEVEL = 6
-_SPLIT_DIRS = ("train", "test", "ground_truth")
-
-
-class Texture(NamedTuple):
-    """A source photograph and the colour tint that turns it into an RGB image.
-
-    Attributes:
-        loader: Returns the 512x512 grayscale ``uint8`` photograph.
-        tint: Per-channel (R, G, B) gain in ``(0, 1]`` applied to the grayscale values.
-    """
-
-    loader: Callable[[], NDArray[np.uint8]]
-    tint: tuple[float, float, float]
-
-
-TEXTURES: dict[str, Texture] = {
-    "brick": Texture(skimage.data.brick, (1.0, 0.86, 0.76)),
-    "grass": Texture(skimage.data.grass, (0.84, 1.0, 0.78)),
-    "gravel": Texture(skimage.data.gravel, (0.94, 0.96, 1.0)),
-}
-"""Available categories. The position of a category in this dict is part of its random seed."""
-
-STAIN_COLOURS: tuple[tuple[int, int, int], ...] = ((150, 62, 22), (24, 22, 30), (48, 96, 190), (214, 190, 40))
-"""RGB colours of the ``stain`` defect: rust, oil, blue paint, yellow paint."""
-
-_MID_GRAY = 128
-_UNCHANGED_NUDGE = 24
-"""Brightness shift (up below ``_MID_GRAY``, else down) for defect pixels whose new colour equals the old one."""
-
-DefectFn = Callable[
-    [NDArray[np.uint8], NDArray[np.uint8], np.random.Generator],
-    tuple[NDArray[np.bool_], NDArray[np.floating]],
-]
-
-
-def _scratch(
-    clean: NDArray[np.uint8], _donor: NDArray[np.uint8], rng: np.random.Generator
-) -> tuple[NDArray[np.bool_], NDArray[np.floating]]:
-    """Thin bright or dark curved line (a quadratic Bezier curve) across the image."""
-    size = clean.shape[0]
-    centre = rng.uniform(0.25, 0.75, size=2) * size
-    angle = rng.uniform(0.0, np.pi)
-    half = rng.uniform(0.25, 0.45) * size * np.array([np.cos(angle), np.sin(angle)])
-    bend = rng.uniform(-0.2, 0.2) * 2 * np.array([-half[1], half[0]])
-    t = np.linspace(0.0, 1.0, 32)[:, None]
-    start, control, end = centre - half, centre + bend, centre + half
-    points = (1 - t) ** 2 * start + 2 * (1 - t) * t * control + t**2 * end
-    width = max(2, round(size * rng.uniform(0.02, 0.035)))
-    canvas = Image.new("L", (size, size), 0)
-    ImageDraw.Draw(canvas).line([(float(x), float(y)) for x, y in points], fill=255, width=width, joint="curve")
-    level = rng.choice([20.0, 235.0])
-    return np.asarray(canvas) > 0, 0.8 * level + 0.2 * clean.astype(np.float64)
-
-
-def _stain(
-    clean: NDArray[np.uint8], _donor: NDArray[np.uint8], rng: np.random.Generator
-) -> tuple[NDArray[np.bool_], NDArray[np.floating]]:
-    """Rotated ellipse blended towards one of :data:`STAIN_COLOURS`."""
-    size = clean.shape[0]
-    row, col = rng.uniform(0.2, 0.8, size=2) * size
-    radii = rng.uniform(0.08, 0.16, size=2) * size
-    rr, cc = skimage.draw.ellipse(row, col, radii[0], radii[1], shape=clean.shape[:2], rotation=rng.uniform(0, np.pi))
-    region = np.zeros(clean.shape[:2], dtype=bool)
-    region[rr, cc] = True
-    colour = np.array(STAIN_COLOURS[rng.integers(len(STAIN_COLOURS))], dtype=np.float64)
-    alpha = rng.uniform(0.55, 0.75)
-    return region, (1 - alpha) * clean.astype(np.float64) + alpha * colour
-
-
-def _patch(
-    clean: NDArray[np.uint8], donor: NDArray[np.uint8], rng: np.random.Generator
-) -> tuple[NDArray[np.bool_], NDArray[np.floating]]:
-    """Rotated rectangle of a different texture photograph pasted in."""
-    size = clean.shape[0]
-    centre = rng.uniform(0.2, 0.8, size=2) * size
-    half_sides = rng.uniform(0.15, 0.3, size=2) * size / 2
-    angle = rng.uniform(0.0, np.pi / 2)
-    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    corners = np.array([[-1, -1], [-1, 1], [1, 1], [1, -1]]) * half_sides @ rotation.T + centre
-    rr, cc = skimage.draw.polygon(corners[:, 0], corners[:, 1], shape=clean.shape[:2])
-    region = np.zeros(clean.shape[:2], dtype=bool)
-    region[rr, cc] = True
-    return region, donor.astype(np.float64)
-
-
-DEFECT_TYPES: dict[str, DefectFn] = {"scratch": _scratch, "stain": _stain, "patch": _patch}
-"""Defect generators; anomalous test images are spread over them round-robin, in this order."""
-
-
-def synthesize_defect(
-    clean: NDArray[np.uint8], donor: NDArray[np.uint8], defect_type: str, rng: np.random.Generator
-) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
-    """Paint one synthetic defect onto an image and return its exact ground-truth mask.
-
-    Every pixel inside the defect region gets a different colour (pixels whose new colour would round to the old one
-    are nudged in brightness), and no pixel outside it is touched, so ``mask == 255`` exactly where
-    ``(defective != clean).any(axis=-1)``.
-
-    Args:
-        clean: Defect-free RGB image, ``uint8`` array of shape ``(size, size, 3)``.
-        donor: RGB image of the same shape; the ``patch`` defect pastes a region of it.
-        defect_type: One of :data:`DEFECT_TYPES`.
-        rng: Source of all randomness (position, shape and colour of the defect).
-
-    Returns:
-        ``(defective, mask)``: the RGB ``uint8`` image with the defect, and a ``uint8`` mask of shape
-        ``(size, size)`` holding 255 on changed pixels and 0 elsewhere.
-
-    Raises:
-        ValueError: If ``defect_type`` is unknown.
-
-    Examples:
-        >>> rng = np.random.default_rng(0)
-        >>> clean = np.full((64, 64, 3), 128, dtype=np.uint8)
-        >>> defective, mask = synthesize_defect(clean, clean, "stain", rng)
-        >>> bool(((defective != clean).any(axis=-1) == (mask == 255)).all())
-        True
-    """
-    if defect_type not in DEFECT_TYPES:
-        msg = f"defect_type must be one of {sorted(DEFECT_TYPES)}, got {defect_type!r}"
-        raise ValueError(msg)
-    region, replacement = DEFECT_TYPES[defect_type](clean, donor, rng)
-    new = np.clip(np.rint(replacement[region]), 0, 255).astype(np.uint8)
-    old = clean[region]
-    unchanged = (new == old).all(axis=-1)
-    new[unchanged] = np.where(
-        old[unchanged] < _MID_GRAY, old[unchanged] + _UNCHANGED_NUDGE, old[unchanged] - _UNCHANGED_NUDGE
-    )
-    defective = clean.copy()
-    defective[region] = new
-    return defective, region.astype(np.uint8) * 255
-
-
-@functools.cache
-def _load_photo(category: str) -> NDArray[np.uint8]:
-    """Load a category's photograph once per process (read-only, shared between calls)."""
-    photo = TEXTURES[category].loader()
-    photo.flags.writeable = False
-    return photo
-
 
 def _crop(category: str, top: int, left: int, image_size: int) -> NDArray[np.uint8]:
     """Crop a ``CROP_SIZE`` square of a category's photo, resize it to ``image_size`` and tint it to RGB."""
     tint = np.array(TEXTURES[category].tint)
-    patch = Image.fromarray(_load_photo(category)[top : top + CROP_SIZE, left : left + CROP_SIZE])
+    patch = Image.fromarray(load_photo(category)[top : top + CROP_SIZE, left : left + CROP_SIZE])
     gray = np.asarray(patch.resize((image_size, image_size), Image.Resampling.BOX), dtype=np.float64)
     return np.rint(gray[..., None] * tint).astype(np.uint8)
-
-
-def _save_png(array: NDArray[np.uint8], path: Path) -> None:
-    """Write an ``L`` or ``RGB`` PNG with fixed encoder settings (no metadata), creating parent folders."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, format="PNG", compress_level=_PNG_COMPRESS_LEVEL)
-
-
-def _clear_category(category_dir: Path) -> None:
-    """Remove the split folders a previous run wrote into ``category_dir``; leave everything else alone."""
-    for name in _SPLIT_DIRS:
-        path = category_dir / name
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.is_dir():
-            shutil.rmtree(path)
 
 
 def _validate(
@@ -223,16 +76,7 @@ def _validate(
     seed: int,
 ) -> None:
     """Raise ``ValueError`` naming the first invalid argument of :func:`generate_demo_dataset`."""
-    if isinstance(categories, str) or not categories:
-        msg = f"categories must be a non-empty sequence of names from {list(TEXTURES)}, got {categories!r}"
-        raise ValueError(msg)
-    unknown = [category for category in categories if category not in TEXTURES]
-    if unknown:
-        msg = f"categories contains unknown {unknown}; valid categories are {list(TEXTURES)}"
-        raise ValueError(msg)
-    if len(set(categories)) != len(categories):
-        msg = f"categories must not repeat a name, got {list(categories)}"
-        raise ValueError(msg)
+    validate_categories(categories)
     if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
         msg = f"image_size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE}, got {image_size}"
         raise ValueError(msg)
@@ -273,14 +117,13 @@ def _generate_category(
         MAX_IMAGES_PER_CATEGORY, size=num_train + num_test_normal + num_test_anomalous, replace=False
     )
     crops = [_crop(category, *divmod(int(p), PHOTO_SIZE - CROP_SIZE + 1), image_size) for p in positions]
-    # One zero-padded width for all file names, so anomalib's sorted image and mask lists pair up.
-    width = max(3, len(str(max(num_train, num_test_normal, num_test_anomalous))))
+    width = stem_width(num_train, num_test_normal, num_test_anomalous)
 
-    _clear_category(category_dir)
+    clear_category(category_dir)
     for number, crop in enumerate(crops[:num_train]):
-        _save_png(crop, category_dir / "train" / "good" / f"{number:0{width}d}.png")
+        save_png(crop, category_dir / "train" / "good" / f"{number:0{width}d}.png")
     for number, crop in enumerate(crops[num_train : num_train + num_test_normal]):
-        _save_png(crop, category_dir / "test" / "good" / f"{number:0{width}d}.png")
+        save_png(crop, category_dir / "test" / "good" / f"{number:0{width}d}.png")
 
     defect_names = list(DEFECT_TYPES)
     for k, crop in enumerate(crops[num_train + num_test_normal :]):
@@ -289,8 +132,8 @@ def _generate_category(
         top, left = rng.integers(0, PHOTO_SIZE - CROP_SIZE + 1, size=2)
         donor = _crop(donor_name, int(top), int(left), image_size)
         defective, mask = synthesize_defect(crop, donor, defect_type, rng)
-        _save_png(defective, category_dir / "test" / defect_type / f"{stem}.png")
-        _save_png(mask, category_dir / "ground_truth" / defect_type / f"{stem}_mask.png")
+        save_png(defective, category_dir / "test" / defect_type / f"{stem}.png")
+        save_png(mask, category_dir / "ground_truth" / defect_type / f"{stem}_mask.png")
 
 
 def generate_demo_dataset(
@@ -348,8 +191,23 @@ def generate_demo_dataset(
     return root
 
 
+def _keyword_defaults(generator: Callable[..., Path]) -> dict[str, object]:
+    """A generator's keyword arguments and their defaults: the command's defaults, so the two cannot drift apart."""
+    parameters = inspect.signature(generator).parameters.values()
+    return {parameter.name: parameter.default for parameter in parameters if parameter.default is not parameter.empty}
+
+
+def _typed(value: object) -> str:
+    """A default as it is typed on the command line: a tuple's items separated by spaces."""
+    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point ``fastflow2d-demo-data``.
+
+    Without ``--large-frames`` it runs :func:`generate_demo_dataset`, with it :func:`generate_large_frame_dataset`;
+    every other option defaults to that function's default, and an option the chosen generator does not take is
+    refused.
 
     Args:
         argv: Arguments without the program name; ``None`` reads ``sys.argv``.
@@ -359,29 +217,64 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Examples:
         ``fastflow2d-demo-data --root datasets/demo --categories brick grass --image-size 128``
+
+        ``fastflow2d-demo-data --root datasets/large --large-frames --frame-size 768 1024 --defect-size 0.03``
     """
+    demo, large = _keyword_defaults(generate_demo_dataset), _keyword_defaults(generate_large_frame_dataset)
+    mode = argparse.ArgumentParser(add_help=False)
+    mode.add_argument(
+        "--large-frames",
+        action="store_true",
+        help="write large frames with small defects instead of demo crops (--help after it shows its defaults)",
+    )
+    large_frames = mode.parse_known_args(argv)[0].large_frames
+    generator = generate_large_frame_dataset if large_frames else generate_demo_dataset
+    defaults = large if large_frames else demo
     parser = argparse.ArgumentParser(
         prog="fastflow2d-demo-data",
         description="Write an offline MVTec-AD-style dataset from scikit-image texture photos with synthetic defects.",
+        parents=[mode],
     )
     parser.add_argument("--root", type=Path, required=True, help="dataset root (anomalib MVTecAD root)")
-    parser.add_argument("--categories", nargs="+", default=list(TEXTURES), choices=list(TEXTURES))
-    parser.add_argument("--image-size", type=int, default=128, help="square image side, 32..512 (default 128)")
-    parser.add_argument("--num-train", type=int, default=48, help="normal training images per category")
-    parser.add_argument("--num-test-normal", type=int, default=12, help="normal test images per category")
-    parser.add_argument("--num-test-anomalous", type=int, default=12, help="defective test images per category")
-    parser.add_argument("--seed", type=int, default=0, help="non-negative random seed (default 0)")
+    parser.add_argument(
+        "--categories",
+        nargs="+",
+        choices=list(TEXTURES),
+        help=f"texture photographs to use (default {_typed(defaults['categories'])})",
+    )
+    parser.add_argument(
+        "--image-size", type=int, help=f"demo crops only: square image side, 32..512 (default {demo['image_size']})"
+    )
+    parser.add_argument(
+        "--frame-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help=f"--large-frames only: frame height and width, 32..8192 (default {_typed(large['frame_size'])})",
+    )
+    parser.add_argument(
+        "--defect-size",
+        type=float,
+        help=f"--large-frames only: largest defect extent as a fraction of the shorter frame side "
+        f"(default {large['defect_size']})",
+    )
+    integer_options = {
+        "num_train": "normal training images per category",
+        "num_test_normal": "normal test images per category",
+        "num_test_anomalous": "defective test images per category",
+        "seed": "non-negative random seed",
+    }
+    for name, text in integer_options.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"{text} (default {defaults[name]})")
+    parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
+    for name in ("image_size", "frame_size", "defect_size"):
+        if name not in defaults and getattr(args, name) is not None:
+            parser.error(
+                f"--{name.replace('_', '-')} {'does not go' if large_frames else 'only goes'} with --large-frames"
+            )
     try:
-        root = generate_demo_dataset(
-            args.root,
-            categories=args.categories,
-            image_size=args.image_size,
-            num_train=args.num_train,
-            num_test_normal=args.num_test_normal,
-            num_test_anomalous=args.num_test_anomalous,
-            seed=args.seed,
-        )
+        root = generator(args.root, **{name: getattr(args, name) for name in defaults})
     except ValueError as error:
         parser.error(str(error))
     for category in args.categories:
