@@ -99,6 +99,11 @@ class Flow2D(nn.Module):
         self._folded: list[FoldedCoupling] = []
         self._folded_from: tuple[tuple[int, int], ...] = ()
 
+    @property
+    def receptive_radius(self) -> int:
+        """Feature pixels on each side that a latent pixel depends on: two convolutions per coupling's subnet."""
+        return sum(2 * (kernel_size // 2) for kernel_size in self.kernel_sizes)
+
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Map features to latents, as FrEIA's ``SequenceINN`` does, with each block's permutation as a gather.
 

@@ -42,9 +42,9 @@ from .export import Fastflow2DExportMixin
 from .feature_cache import TrainingFeatures
 from .loss import Fastflow2DLoss
 from .predictions import AspectKeepingVisualizer, PredictionTable
-from .presets import resolve, resolve_preset
+from .presets import BackboneKind, FlowConfig, resolve, resolve_preset
 from .step_guard import SkipNonFiniteSteps
-from .torch_model import CompileMode, Fastflow2DModel
+from .torch_model import DEFAULT_PIXEL_BUDGET, CompileMode, Fastflow2DModel
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,12 @@ class Fastflow2D(Fastflow2DExportMixin, CheckpointHooks, SkipNonFiniteSteps, Ano
             per-position norm's maps are stored at. With ``pre_processor=False`` the images must already have it;
             with a pre-processor module that resizes, it must match that resize or be left out. Defaults to the
             pre-processor module's resize, else the preset's (256, 384 for DeiT, 448 for CaiT).
+        train_crop_size: ``(h, w)``: train on random crops of this size of the ``input_size`` frames, which are
+            scored whole, so that large frames keep their resolution (CNN backbones; multiples of the coarsest
+            feature stride, 16 for the presets). Defaults to ``None``: train on whole frames.
+        pixel_budget: Image pixels one pass of the backbone or a flow may take; larger batches run in parts and
+            larger frames in overlapping tiles whose stitched results equal the whole frame's (CNN backbones).
+            Defaults to 4,194,304 (one 2,048 px frame).
         image_score: ``"max"`` of the anomaly map, or ``"topk_mean"``. Defaults to ``"max"``.
         topk_fraction: Fraction of pixels averaged by ``image_score="topk_mean"``. Defaults to ``0.01``.
         lr: Adam learning rate. Defaults to ``1e-3`` (paper).
@@ -118,6 +124,8 @@ class Fastflow2D(Fastflow2DExportMixin, CheckpointHooks, SkipNonFiniteSteps, Ano
         feature_stages: Sequence[int] | None = None,
         feature_norm: Literal["position", "channel"] | None = None,
         input_size: tuple[int, int] | None = None,
+        train_crop_size: tuple[int, int] | None = None,
+        pixel_budget: int = DEFAULT_PIXEL_BUDGET,
         image_score: Literal["max", "topk_mean"] = "max",
         topk_fraction: float = 0.01,
         lr: float = 1e-3,
@@ -148,8 +156,12 @@ class Fastflow2D(Fastflow2DExportMixin, CheckpointHooks, SkipNonFiniteSteps, Ano
         # Loaded at fit start, so that building the model to load a checkpoint (which holds them) never needs them.
         self.backbone_weights = backbone_weights
         self.backbone_weights_pending = pre_trained or backbone_weights is not None
-        self.model = Fastflow2DModel(config, pre_trained=False, image_score=image_score, topk_fraction=topk_fraction)
+        self.model = Fastflow2DModel(
+            config, pre_trained=False, image_score=image_score, topk_fraction=topk_fraction, pixel_budget=pixel_budget
+        )
         self._check_input_size(config.input_size)
+        self.model.check_pixel_budget(config.input_size)
+        self.train_crop_size = _checked_crop_size(train_crop_size, config, max(self.model.feature_extractor.strides))
         self.loss = Fastflow2DLoss()
 
     @staticmethod
@@ -182,9 +194,16 @@ class Fastflow2D(Fastflow2DExportMixin, CheckpointHooks, SkipNonFiniteSteps, Ano
         return AspectKeepingVisualizer()
 
     def configure_callbacks(self) -> list[Callback]:
-        """The components of anomalib, then the table of scores that ``predict`` writes to the run's folder."""
-        callbacks = super().configure_callbacks()
-        return [*(callbacks if isinstance(callbacks, Sequence) else [callbacks]), PredictionTable()]
+        """The components of anomalib, then the table of scores that ``predict`` writes to the run's folder.
+
+        Callbacks that the trainer holds already are left out, and its score table is reused: ``Engine.train`` runs
+        ``fit`` and then ``test`` on one trainer, and Lightning would report each of them as overriding itself.
+        """
+        held: list[Callback] = getattr(self._trainer, "callbacks", [])  # no trainer: none held
+        table = next((callback for callback in held if isinstance(callback, PredictionTable)), PredictionTable())
+        components = super().configure_callbacks()
+        callbacks = [*(components if isinstance(components, Sequence) else [components]), table]
+        return [callback for callback in callbacks if not any(callback is other for other in held)]
 
     def training_step(self, batch: Batch, *args: Any, **kwargs: Any) -> STEP_OUTPUT:  # noqa: ANN401
         """Return the negative log-likelihood of the batch's features; log it per image and per dimension."""
@@ -192,7 +211,11 @@ class Fastflow2D(Fastflow2DExportMixin, CheckpointHooks, SkipNonFiniteSteps, Ano
         images = self._images(batch)
         keys = getattr(batch, "image_path", None)
         backbone_features = self.training_features(keys, images, self.model.backbone_features)
-        latents, log_jacobians = self.model.encode(self.model.normalise(backbone_features))
+        if self.train_crop_size is None:
+            features = self.model.normalise(backbone_features)
+        else:
+            features = self.model.normalise_crops(backbone_features, self.train_crop_size)
+        latents, log_jacobians = self.model.encode(features)
         loss = self.loss(latents, log_jacobians)
         if torch.isfinite(loss):
             batch_size = images.shape[0]
@@ -288,6 +311,41 @@ def _training_size(
         msg = (
             f"input_size {size} differs from the pre-processor's resize to {tuple(pre_processed_size)}. Leave "
             "input_size out to train at the pre-processor's size, or resize to input_size in the pre-processor."
+        )
+        raise ValueError(msg)
+    return size
+
+
+def _checked_crop_size(
+    crop_size: Sequence[int] | None, config: FlowConfig, coarsest_stride: int
+) -> tuple[int, int] | None:
+    """``train_crop_size`` as ``(h, w)``, checked against the backbone and the frame size.
+
+    Raises:
+        ValueError: A ViT backbone, a crop off the coarsest stride's grid, or one larger than ``input_size``.
+    """
+    if crop_size is None:
+        return None
+    size = (int(crop_size[0]), int(crop_size[1]))
+    if config.preset.kind is not BackboneKind.CNN:
+        msg = (
+            f"train_crop_size needs a CNN backbone; {config.backbone!r} is a ViT, whose attention sees the whole "
+            "image. Leave train_crop_size unset, or pick a CNN backbone such as resnet18 or wide_resnet50_2."
+        )
+        raise ValueError(msg)
+    frame = config.input_size
+    if (
+        any(side % coarsest_stride or side < coarsest_stride for side in size)
+        or size[0] > frame[0]
+        or size[1] > frame[1]
+    ):
+        suggestion = tuple(
+            max(coarsest_stride, min(side, limit) // coarsest_stride * coarsest_stride)
+            for side, limit in zip(size, frame, strict=True)
+        )
+        msg = (
+            f"train_crop_size {size} must fit in input_size {frame} and be a multiple of {coarsest_stride} pixels "
+            f"(the backbone's coarsest feature stride), e.g. {suggestion}."
         )
         raise ValueError(msg)
     return size

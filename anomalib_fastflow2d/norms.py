@@ -68,6 +68,11 @@ class ChannelNorm(nn.Module):
         """Normalise ``(N, C, H, W)`` features of any size."""
         return standardise(features) * self.weight[:, None, None] + self.bias[:, None, None]
 
+    def affine(self, size: torch.Size | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scale and shift as maps ``(C, H, W)`` (broadcast views, no copies), as :class:`PositionNorm` gives."""
+        shape = (self.weight.shape[0], *size)
+        return self.weight[:, None, None].expand(shape), self.bias[:, None, None].expand(shape)
+
 
 class PositionNorm(nn.Module):
     """``LayerNorm([C, H_s, W_s])`` that runs at any feature size: the affine maps are resized to the features.

@@ -14,6 +14,8 @@ Paper:
     https://arxiv.org/abs/2111.07677
 """
 
+import logging
+import math
 import os
 from typing import TYPE_CHECKING, Literal, cast
 
@@ -23,15 +25,22 @@ from torch import nn
 
 from .anomaly_map import AnomalyMapGenerator, ImageScore
 from .backbones import FeatureExtractor
+from .coupling import exporting
 from .flows import Flow2D
-from .norms import ChannelNorm, PositionNorm
-from .presets import FeatureNorm, FlowConfig
+from .norms import ChannelNorm, PositionNorm, standardise
+from .presets import BackboneKind, FeatureNorm, FlowConfig
+from .tiling import receptive_radius, run_in_tiles
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+log = logging.getLogger(__name__)
+
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 """The ``torch.compile`` modes Fastflow2D accepts."""
+
+DEFAULT_PIXEL_BUDGET = 4 * 1024 * 1024
+"""Image pixels one backbone or flow pass may take: four 1,024 px frames, or one 2,048 px frame, at a time."""
 
 
 class Fastflow2DModel(nn.Module):
@@ -48,6 +57,10 @@ class Fastflow2DModel(nn.Module):
         backbone_weights: Local backbone weights file, used instead of the hub. Defaults to ``None``.
         image_score: Reduction of the anomaly map to an image score. Defaults to ``"max"``.
         topk_fraction: Fraction of pixels averaged by ``image_score="topk_mean"``. Defaults to ``0.01``.
+        pixel_budget: Image pixels one pass of the backbone or a flow may take. A larger batch runs in parts, and a
+            frame larger than this runs in overlapping tiles whose results are stitched into exactly the
+            whole-frame result (CNN backbones; exports always run whole). Defaults to
+            :data:`DEFAULT_PIXEL_BUDGET`.
 
     Examples:
         >>> from anomalib_fastflow2d.presets import resolve
@@ -67,9 +80,15 @@ class Fastflow2DModel(nn.Module):
         backbone_weights: str | os.PathLike[str] | None = None,
         image_score: ImageScore | str = ImageScore.MAX,
         topk_fraction: float = 0.01,
+        pixel_budget: int = DEFAULT_PIXEL_BUDGET,
     ) -> None:
         super().__init__()
+        _check_positive(pixel_budget=pixel_budget)
         self.config = config
+        self.pixel_budget = pixel_budget
+        # Measured on first use: the backbone's receptive-field margin, in image pixels, for tiles.
+        self._backbone_margin: int | None = None
+        self._tiled_sizes: set[tuple[int, int]] = set()
         preset = config.preset
         self.feature_extractor = FeatureExtractor(
             config.backbone,
@@ -107,7 +126,11 @@ class Fastflow2DModel(nn.Module):
         """
         generator = self.anomaly_map_generator
         model = Fastflow2DModel(
-            config, pre_trained=False, image_score=generator.image_score, topk_fraction=generator.topk_fraction
+            config,
+            pre_trained=False,
+            image_score=generator.image_score,
+            topk_fraction=generator.topk_fraction,
+            pixel_budget=self.pixel_budget,
         )
         model = model.to(next(self.parameters()).device)
         model.compile(self.compile_mode)
@@ -133,13 +156,135 @@ class Fastflow2DModel(nn.Module):
         return bool(self._compiled)
 
     def backbone_features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """The frozen backbone's features of pre-processed images: one ``(N, C_s, H_s, W_s)`` map per scale."""
-        extract = self._compiled.get("backbone", self.feature_extractor)
-        return cast("list[torch.Tensor]", extract(images))
+        """The frozen backbone's features of pre-processed images: one ``(N, C_s, H_s, W_s)`` map per scale.
+
+        Within :attr:`pixel_budget`: a larger batch runs in parts, and a larger frame in tiles.
+        """
+        extract = self._backbone()
+        if not self._bounded(images):
+            return extract(images)
+        frame_pixels = images.shape[-2] * images.shape[-1]
+        if frame_pixels <= self.pixel_budget:
+            parts = images.split(max(1, self.pixel_budget // frame_pixels))
+            return [torch.cat(scale) for scale in zip(*(extract(part) for part in parts), strict=True)]
+        return [
+            torch.cat(scale) for scale in zip(*(self._tiled_backbone(frame) for frame in images.split(1)), strict=True)
+        ]
+
+    def _backbone(self) -> "Callable[[torch.Tensor], list[torch.Tensor]]":
+        return cast(
+            "Callable[[torch.Tensor], list[torch.Tensor]]", self._compiled.get("backbone", self.feature_extractor)
+        )
+
+    def _bounded(self, images: torch.Tensor) -> bool:
+        """Whether ``images`` need parts or tiles: never in exports, nor for ViTs, whose attention sees everything."""
+        pixels = images.shape[0] * images.shape[-2] * images.shape[-1]
+        return pixels > self.pixel_budget and not exporting() and self.config.preset.kind is BackboneKind.CNN
+
+    def check_pixel_budget(self, image_size: tuple[int, int]) -> None:
+        """Raise now, not mid-run, if frames of ``image_size`` need tiles and :attr:`pixel_budget` holds none.
+
+        Raises:
+            ValueError: The budget is below one tile with the backbone's overlap on each side; names the minimum.
+        """
+        if image_size[0] * image_size[1] > self.pixel_budget and self.config.preset.kind is BackboneKind.CNN:
+            self._tile_side()
+
+    def _tile_side(self) -> int:
+        """The side of the backbone's tiles, measuring its receptive-field margin on first use."""
+        strides = self.feature_extractor.strides
+        align = max(strides)
+        if self._backbone_margin is None:
+            self._backbone_margin = receptive_radius(self.feature_extractor.network, strides, align)
+        tile = math.isqrt(self.pixel_budget) // align * align
+        if tile < 2 * self._backbone_margin + align:
+            minimum = (2 * self._backbone_margin + align) ** 2
+            msg = (
+                f"pixel_budget={self.pixel_budget} is too small for tiles: the backbone's receptive field needs "
+                f"{self._backbone_margin} pixels of overlap on each side. Set pixel_budget to at least {minimum}."
+            )
+            raise ValueError(msg)
+        return tile
+
+    def _tiled_backbone(self, frame: torch.Tensor) -> list[torch.Tensor]:
+        tile = self._tile_side()
+        margin = cast("int", self._backbone_margin)
+        strides = self.feature_extractor.strides
+        size = (frame.shape[-2], frame.shape[-1])
+        if size not in self._tiled_sizes:
+            self._tiled_sizes.add(size)
+            log.info(
+                "Computing features of %dx%d frames in tiles of up to %d px overlapping by %d px (pixel_budget=%d): "
+                "more pixels than one pass may take; the stitched maps equal the whole frame's.",
+                *size,
+                tile,
+                margin,
+                self.pixel_budget,
+            )
+        return run_in_tiles(self._backbone(), frame, tile, margin, max(strides), strides)
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Normalised backbone features, the flows' input: one ``(N, C_s, H_s, W_s)`` map per scale."""
         return self.normalise(self.backbone_features(images))
+
+    def normalise_crops(
+        self,
+        backbone_features: list[torch.Tensor],
+        crop_size: tuple[int, int],
+        generator: torch.Generator | None = None,
+    ) -> list[torch.Tensor]:
+        """Normalised features of a random ``crop_size`` part of each whole frame: what training on crops sees.
+
+        Each frame is standardised over its whole feature map, then cropped, and the crop gets the part of the
+        learned affine at its place. So a crop's features are exactly the whole frame's features there, as scoring
+        the whole frame computes them. The crop starts on the coarsest stride's grid, so it covers whole feature
+        pixels at every scale.
+
+        Args:
+            backbone_features: The frozen backbone's features of whole frames, one ``(N, C_s, H_s, W_s)`` per scale.
+            crop_size: ``(h, w)`` in image pixels, multiples of the coarsest stride.
+            generator: Random generator for the crops' places. Defaults to ``None`` (torch's global one).
+
+        Returns:
+            One ``(N, C_s, h / s, w / s)`` map per scale.
+        """
+        strides = self.feature_extractor.strides
+        align = max(strides)
+        # The last whole crop on the grid that every scale's map holds (a frame off the grid has ragged ends).
+        limits = [
+            min(feature.shape[axis] * stride for feature, stride in zip(backbone_features, strides, strict=True))
+            - crop_size[index]
+            for index, axis in enumerate((-2, -1))
+        ]
+        if min(limits) < 0:
+            msg = (
+                f"Training crops of {tuple(crop_size)} pixels are larger than the frames' features cover. Set "
+                "train_crop_size to at most the input size."
+            )
+            raise ValueError(msg)
+        count = backbone_features[0].shape[0]
+        # Drawn on the CPU, where the default generator (the one seed_everything seeds) lives.
+        places = [
+            (torch.randint(limit // align + 1, (count,), generator=generator) * align).tolist() for limit in limits
+        ]
+        crops = []
+        for norm, feature, stride in zip(self.norms, backbone_features, strides, strict=True):
+            weight, bias = cast("ChannelNorm | PositionNorm", norm).affine(feature.shape[-2:])
+            standardised = standardise(feature)
+            height, width = crop_size[0] // stride, crop_size[1] // stride
+            windows = [
+                (slice(top // stride, top // stride + height), slice(left // stride, left // stride + width))
+                for top, left in zip(*places, strict=True)
+            ]
+            crops.append(
+                torch.stack(
+                    [
+                        standardised[index, :, rows, columns] * weight[:, rows, columns] + bias[:, rows, columns]
+                        for index, (rows, columns) in enumerate(windows)
+                    ]
+                )
+            )
+        return crops
 
     def normalise(self, backbone_features: list[torch.Tensor]) -> list[torch.Tensor]:
         """Apply each scale's (trainable) normalisation to the frozen backbone's features.
@@ -168,8 +313,34 @@ class Fastflow2DModel(nn.Module):
         return latents, log_jacobians
 
     def latents(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Map normalised features to latents for inference: no log-determinants, folded coupling parameters."""
-        return [cast("Flow2D", flow).latent(feature) for flow, feature in zip(self.flows, features, strict=True)]
+        """Map normalised features to latents for inference: no log-determinants, folded coupling parameters.
+
+        Within :attr:`pixel_budget`, counted in the image pixels a feature map covers: a larger batch runs in
+        parts, and a larger frame in tiles.
+        """
+        strides = self.feature_extractor.strides
+        return [
+            self._flow_latents(cast("Flow2D", flow), feature, stride)
+            for flow, feature, stride in zip(self.flows, features, strides, strict=True)
+        ]
+
+    def _flow_latents(self, flow: Flow2D, features: torch.Tensor, stride: int) -> torch.Tensor:
+        frame_pixels = features.shape[-2] * features.shape[-1] * stride**2
+        if (
+            features.shape[0] * frame_pixels <= self.pixel_budget
+            or exporting()
+            or self.config.preset.kind is not BackboneKind.CNN
+        ):
+            return flow.latent(features)
+        if frame_pixels <= self.pixel_budget:
+            return torch.cat([flow.latent(part) for part in features.split(self.pixel_budget // frame_pixels)])
+        margin = flow.receptive_radius
+        tile = max(math.isqrt(self.pixel_budget) // stride, 2 * margin + 1)
+        frames = [
+            run_in_tiles(lambda part: [flow.latent(part)], frame, tile, margin, 1, [1])[0]
+            for frame in features.split(1)
+        ]
+        return torch.cat(frames)
 
     def anomaly_map(self, latents: list[torch.Tensor], image_size: tuple[int, int]) -> InferenceBatch:
         """Scores ``(N, 1)`` and anomaly maps ``(N, 1, H, W)`` of ``(H, W)`` images from their latents."""
@@ -224,7 +395,7 @@ class Fastflow2DModel(nn.Module):
 
         Runs compiled after :meth:`compile`; the results are then copies, valid after the next call.
         """
-        if "inference" not in self._compiled:
+        if "inference" not in self._compiled or self._bounded(images):
             return self._infer(images)
         torch.compiler.cudagraph_mark_step_begin()
         predictions = cast("InferenceBatch", self._compiled["inference"](images))
@@ -232,7 +403,9 @@ class Fastflow2DModel(nn.Module):
 
     def _infer(self, images: torch.Tensor) -> InferenceBatch:
         # oneDNN convolves channels-last tensors without reordering them, and the layout carries through the model.
-        features = self.normalise(self.feature_extractor(images.contiguous(memory_format=torch.channels_last)))
+        images = images.contiguous(memory_format=torch.channels_last)
+        extract = self.backbone_features if self._bounded(images) else self.feature_extractor
+        features = self.normalise(extract(images))
         return self.anomaly_map(self.latents(features), image_size=(images.shape[-2], images.shape[-1]))
 
 

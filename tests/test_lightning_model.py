@@ -168,6 +168,42 @@ def test_input_size_that_contradicts_the_pre_processor_is_refused() -> None:
     )
 
 
+def test_crop_mode_trains_on_crops_and_scores_whole_frames(demo_root: Path, tmp_path: Path) -> None:
+    seed_everything(0)
+    model = Fastflow2D(**TINY_MODEL, train_crop_size=(32, 48))
+    encoded_sizes: list[tuple[int, ...]] = []
+    encode = model.model.encode
+
+    def recording_encode(features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        encoded_sizes.append(tuple(features[0].shape[-2:]))
+        return encode(features)
+
+    model.model.encode = recording_encode  # type: ignore[method-assign]
+    engine = _engine(tmp_path, max_epochs=1)
+    engine.fit(model, datamodule=_datamodule(demo_root))
+    predictions = engine.predict(model, datamodule=_datamodule(demo_root))
+
+    assert set(encoded_sizes) == {(8, 12)}  # training saw 32x48 crops (stride 4), and only those
+    assert predictions is not None
+    assert {tuple(batch.anomaly_map.shape[-2:]) for batch in predictions} == {(64, 64)}  # scored whole
+    assert engine.trainer.checkpoint_callback is not None
+    hyper_parameters = torch.load(engine.trainer.checkpoint_callback.best_model_path, weights_only=False)
+    assert hyper_parameters["hyper_parameters"]["train_crop_size"] == (32, 48)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"train_crop_size": (40, 32)}, r"multiple of 16 .* e.g. \(32, 32\)"),
+        ({"train_crop_size": (32, 80)}, r"must fit in input_size \(64, 64\)"),
+        ({"backbone": "deit_base_distilled_patch16_384", "input_size": None, "train_crop_size": (64, 64)}, "CNN"),
+    ],
+)
+def test_bad_training_crops_are_named_with_the_fix(arguments: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Fastflow2D(**{**TINY_MODEL, "flow_steps": 1, **arguments})
+
+
 class _PoisonedFeatures:
     """Wraps a feature extractor so that chosen calls return NaN or infinite features, as a diverging input would."""
 

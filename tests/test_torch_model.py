@@ -113,3 +113,73 @@ def test_decode_inverts_the_eval_latents() -> None:
         restored = model.decode(latents)
     for original, back in zip(features, restored, strict=True):
         torch.testing.assert_close(back, original, rtol=0, atol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def active_model() -> Fastflow2DModel:
+    """A model whose every weight is active: timm starts the residual branches at zero, hiding most of the field."""
+    torch.manual_seed(3)
+    model = Fastflow2DModel(resolve("resnet18", flow_steps=2, input_size=(96, 128)), pre_trained=False).eval()
+    with torch.no_grad():
+        for name, parameter in model.feature_extractor.named_parameters():
+            if parameter.dim() == 1 and name.endswith("weight"):
+                parameter.fill_(1.0)
+        for parameter in [*model.flows.parameters(), *model.norms.parameters()]:
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return model
+
+
+def test_frames_over_the_pixel_budget_score_in_tiles_equal_to_the_whole_frame(
+    active_model: Fastflow2DModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    images = torch.randn(2, 3, 250, 330)
+    with torch.no_grad():
+        whole = active_model(images)
+        active_model.pixel_budget = 256 * 256
+        try:
+            with caplog.at_level("INFO", logger="anomalib_fastflow2d"):
+                tiled = active_model(images)
+        finally:
+            active_model.pixel_budget = 4 * 1024 * 1024
+
+    assert "Computing features of 250x330 frames in tiles of up to 256 px overlapping by 112 px" in caplog.text
+    assert (tiled.anomaly_map - whole.anomaly_map).abs().max() <= 1e-4
+    assert (tiled.pred_score - whole.pred_score).abs().max() <= 1e-4
+
+
+def test_a_pixel_budget_too_small_for_one_tile_is_named_with_its_minimum(active_model: Fastflow2DModel) -> None:
+    active_model.check_pixel_budget((96, 128))  # fits whole: nothing to measure
+    small = Fastflow2DModel(resolve("resnet18", flow_steps=2), pre_trained=False, pixel_budget=128 * 128)
+    with pytest.raises(ValueError, match=r"Set pixel_budget to at least 57600"):
+        small.check_pixel_budget((256, 256))
+
+
+@pytest.mark.parametrize("feature_norm", ["position", "channel"])
+def test_training_crops_are_the_whole_frames_normalised_features_at_their_place(feature_norm: str) -> None:
+    torch.manual_seed(4)
+    config = resolve("resnet18", flow_steps=2, feature_norm=feature_norm, input_size=(64, 96))
+    model = Fastflow2DModel(config, pre_trained=False)
+    with torch.no_grad():
+        for parameter in model.norms.parameters():
+            parameter.add_(torch.randn_like(parameter))
+        backbone_features = model.backbone_features(torch.randn(3, 3, 64, 96))
+        whole = model.normalise(backbone_features)
+        crops = model.normalise_crops(backbone_features, (32, 48), torch.Generator().manual_seed(0))
+
+    assert [tuple(crop.shape[-2:]) for crop in crops] == [(8, 12), (4, 6), (2, 3)]
+    places = set()
+    for index in range(3):
+        # The crop's place on the 16 px grid: where the coarsest crop matches the whole frame's features.
+        top, left = next(
+            (top, left)
+            for top in range(0, 64 - 32 + 1, 16)
+            for left in range(0, 96 - 48 + 1, 16)
+            if torch.allclose(
+                crops[2][index], whole[2][index, :, top // 16 : top // 16 + 2, left // 16 : left // 16 + 3]
+            )
+        )
+        places.add((top, left))
+        for crop, full, stride in zip(crops, whole, [4, 8, 16], strict=True):
+            window = full[index, :, top // stride :, left // stride :][:, : 32 // stride, : 48 // stride]
+            assert torch.allclose(crop[index], window, atol=1e-6)
+    assert len(places) > 1  # each frame gets its own place
