@@ -1,0 +1,40 @@
+# Copyright (C) 2026 anomalib-fastflow2d developers
+# SPDX-License-Identifier: Apache-2.0
+
+"""benchmarks/large_frames.py: pairing by seed, and one quick run of every model scored at full resolution."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import large_frames
+from benchmarks.harness.records import Record
+
+
+def test_ratios_and_differences_are_paired_by_seed() -> None:
+    reference, ours = large_frames.MODELS[0], large_frames.MODELS[2]
+    records = [
+        Record(reference, "large frames", {"pixel_aupr": value}, {"seed": seed}) for seed, value in [(0, 0.1), (1, 0.2)]
+    ] + [Record(ours, "large frames", {"pixel_aupr": value}, {"seed": seed}) for seed, value in [(1, 0.6), (0, 0.2)]]
+    result = large_frames.paired(records, ours, "pixel_aupr")
+    assert result["seeds"] == 2
+    assert result["mean"] == pytest.approx(0.4)
+    assert result["ratio"] == pytest.approx((2.0 + 3.0) / 2)
+    assert result["difference"] == pytest.approx((0.1 + 0.4) / 2)
+
+
+@pytest.mark.slow
+def test_quick_run_scores_every_model_at_full_resolution(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "large_frames.json"
+    assert large_frames.main(["--quick", "--output", str(output)]) == 0
+    report = json.loads(output.read_text())
+
+    assert [record["model"] for record in report["records"]] == list(large_frames.MODELS)
+    for record in report["records"]:
+        for measure in ("pixel_aupr", "pixel_auroc", "image_auroc"):
+            assert 0.0 <= record[measure] <= 1.0
+        assert record["epoch_s"] > 0
+        assert record["openvino_ms_per_frame"] > 0
+    assert {row["model"] for row in report["paired"]} == set(large_frames.MODELS)
+    assert "Fastflow2D crop" in capsys.readouterr().out
