@@ -24,9 +24,9 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import openvino
@@ -121,13 +121,14 @@ def run(model_name: str, datamodule: MVTecAD, seed: int, arguments: argparse.Nam
 def score_full_resolution(model: AnomalibModule, datamodule: MVTecAD) -> dict[str, float]:
     """Pixel AUROC and AUPR at each frame's own resolution, image AUROC, and eager scoring time per frame."""
     model.eval()
+    pre_process = cast("Callable[[torch.Tensor], torch.Tensor]", model.pre_processor)
     maps, masks, scores, labels, seconds = [], [], [], [], []
     with torch.no_grad():
-        for sample in datamodule.test_data:
-            # Read from the file: the datamodule's images are resized by the last model's pre-processor.
-            frame = to_dtype(to_image(Image.open(sample.image_path).convert("RGB")), scale=True).unsqueeze(0)
+        # Frames are read from their files: the datamodule's images were resized by the last model's pre-processor.
+        for sample in datamodule.test_data.samples.itertuples():
+            frame = _frame(sample.image_path)
             started = time.perf_counter()
-            prediction = model.model(model.pre_processor(frame))
+            prediction = model.model(pre_process(frame))
             seconds.append(time.perf_counter() - started)
             resized = torch.nn.functional.interpolate(
                 prediction.anomaly_map, size=frame.shape[-2:], mode="bilinear", align_corners=False
@@ -135,7 +136,7 @@ def score_full_resolution(model: AnomalibModule, datamodule: MVTecAD) -> dict[st
             maps.append(resized.flatten())
             masks.append(_mask(sample.mask_path, frame.shape[-2:]))
             scores.append(float(prediction.pred_score.flatten()[0]))
-            labels.append(int(sample.gt_label))
+            labels.append(int(sample.label_index))
     pixel_maps, pixel_masks = torch.cat(maps), torch.cat(masks)
     return {
         "pixel_aupr": float(binary_average_precision(pixel_maps, pixel_masks)),
@@ -143,6 +144,11 @@ def score_full_resolution(model: AnomalibModule, datamodule: MVTecAD) -> dict[st
         "image_auroc": float(binary_auroc(torch.tensor(scores), torch.tensor(labels))),
         "eager_ms_per_frame": 1000 * statistics.median(seconds[1:] or seconds),
     }
+
+
+def _frame(path: str) -> torch.Tensor:
+    """An image file as a ``(1, 3, H, W)`` float tensor in ``[0, 1]``, as anomalib's datasets read it."""
+    return to_dtype(to_image(Image.open(path).convert("RGB")), scale=True).unsqueeze(0)
 
 
 def _mask(path: str, size: torch.Size) -> torch.Tensor:
@@ -156,8 +162,7 @@ def openvino_ms_per_frame(engine: Engine, model: AnomalibModule, datamodule: MVT
     """Median milliseconds per full-resolution frame of the model's OpenVINO export at the CPU default precision."""
     path = engine.export(model, ExportType.OPENVINO, export_root=root / type(model).__name__)
     compiled = openvino.Core().compile_model(str(path), "CPU")
-    frame = to_dtype(to_image(Image.open(datamodule.test_data[0].image_path).convert("RGB")), scale=True)
-    frame = frame.unsqueeze(0).numpy()
+    frame = _frame(datamodule.test_data.samples["image_path"].iloc[0]).numpy()
     compiled(frame)  # warm-up
     seconds = []
     for _ in range(5):

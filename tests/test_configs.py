@@ -6,22 +6,25 @@
 from pathlib import Path
 
 import pytest
+import torch
 from anomalib.cli import AnomalibCLI
 from anomalib.data import BTech
 from anomalib.models import AnomalibModule, UnknownModelError, get_model
 
 from anomalib_fastflow2d import PRESETS, Fastflow2D, resolve
 from anomalib_fastflow2d.data import CIFAR10OneClass
+from fastflow2d_demo_data import generate_large_frame_dataset
 from tests.conftest import ANOMALIB, run
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_every_config_is_covered() -> None:
-    """Benchmark configs are for ``anomalib benchmark``; tests/test_benchmark_configs.py covers them."""
-    found = {str(path.relative_to(CONFIGS)) for path in CONFIGS.rglob("*.yaml") if path.parent.name != "benchmark"}
+    """Benchmark and tiled-ensemble configs have tests of their own (test_benchmark_configs, test_tiled_ensemble)."""
+    own_tests = {"benchmark", "tiled_ensemble"}
+    found = {str(path.relative_to(CONFIGS)) for path in CONFIGS.rglob("*.yaml") if path.parent.name not in own_tests}
     presets = {f"{folder}/{name}.yaml" for folder in ("model", "model_only") for name in PRESETS}
-    assert found == {"demo.yaml", "cifar10/wide_resnet50_2.yaml"} | presets
+    assert found == {"demo.yaml", "large_frames.yaml", "cifar10/wide_resnet50_2.yaml"} | presets
 
 
 def test_cifar10_config_builds_the_one_class_protocol_offline() -> None:
@@ -79,6 +82,34 @@ def test_from_config_refuses_a_full_train_config_and_get_model_a_dotted_path() -
     with pytest.raises(UnknownModelError):
         get_model("anomalib_fastflow2d.Fastflow2D")
     assert isinstance(get_model("Fastflow2D", pre_trained=False), Fastflow2D)
+
+
+@pytest.mark.slow
+def test_large_frames_config_trains_on_crops_and_scores_whole_frames_with_the_stock_cli(tmp_path: Path) -> None:
+    root = generate_large_frame_dataset(
+        tmp_path / "large",
+        frame_size=(160, 192),
+        defect_size=0.05,
+        num_train=8,
+        num_test_normal=3,
+        num_test_anomalous=3,
+    )
+    # The config's frames and crops, scaled down: 160x192 frames, 64x96 crops.
+    overrides = ["--model.input_size=[160,192]", "--model.train_crop_size=[64,96]", "--model.flow_steps=2"]
+    overrides += [f"--data.root={root}", "--trainer.max_epochs=1", f"--default_root_dir={tmp_path / 'results'}"]
+    result = run([ANOMALIB, "train", "--config", str(CONFIGS / "large_frames.yaml"), *overrides], tmp_path)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 0.0 <= _metric(result.stdout, "pixel_AUROC") <= 1.0
+    (checkpoint,) = (tmp_path / "results").rglob("model.ckpt")
+    hyper_parameters = torch.load(checkpoint, weights_only=False)["hyper_parameters"]
+    assert list(hyper_parameters["train_crop_size"]) == [64, 96]
+    assert hyper_parameters["input_size"] == [160, 192]
+
+
+def _metric(stdout: str, name: str) -> float:
+    line = next(line for line in stdout.splitlines() if name in line)
+    return float(line.replace("│", " ").split()[-1])
 
 
 @pytest.mark.slow
