@@ -8,10 +8,13 @@ of site-packages (``_anomalib_fastflow2d_hook``), so importing it does not impor
 ``install()`` puts a finder first on ``sys.meta_path`` that waits for two modules. Once ``anomalib.models`` has
 executed, the finder imports ``anomalib_fastflow2d``, which registers the model. Once ``anomalib.cli.cli`` has
 executed, it makes the CLI's ``--seed_everything`` seed the run (:mod:`anomalib_fastflow2d.seeding`; anomalib 2.7
-parses the option and ignores it). Every interpreter that never imports anomalib pays only for reading this file.
+parses the option and ignores it), and the CLI print the plugin's errors as their message and fix instead of
+tracebacks (:mod:`anomalib_fastflow2d.cli_errors`). Every interpreter that never imports anomalib pays only for
+reading this file.
 
 Set ``ANOMALIB_FASTFLOW2D_DISABLE_HOOK=1`` to turn the hook off; ``import anomalib_fastflow2d`` still registers.
-``ANOMALIB_FASTFLOW2D_DISABLE_SEED=1`` turns the seeding off alone.
+``ANOMALIB_FASTFLOW2D_DISABLE_SEED=1`` turns the seeding off alone, ``ANOMALIB_FASTFLOW2D_TRACEBACK=1`` shows the
+plugin's errors with their tracebacks.
 
 The hook never raises: a failed registration becomes a warning, so a broken plugin cannot break anomalib.
 """
@@ -32,7 +35,11 @@ DISABLE_VARIABLE = "ANOMALIB_FASTFLOW2D_DISABLE_HOOK"
 TRIGGER_MODULE = "anomalib.models"
 CLI_MODULE = "anomalib.cli.cli"
 PLUGIN_MODULE = "anomalib_fastflow2d"
-SEEDING_MODULE = "anomalib_fastflow2d.seeding"
+CLI_EXTENSIONS = {
+    "anomalib_fastflow2d.seeding": "make anomalib's --seed_everything seed the run",
+    "anomalib_fastflow2d.cli_errors": "shorten the plugin's errors in anomalib's CLI",
+}
+"""The modules whose ``install(cli_module)`` extends ``anomalib.cli.cli``, and what each does, for the warning."""
 _MARKER = "_anomalib_fastflow2d_finder"
 
 
@@ -55,15 +62,20 @@ def _import_plugin(module: ModuleType | None = None) -> None:
         _warn("register Fastflow2D with anomalib", error)
 
 
-def _seed_cli(module: ModuleType) -> None:
+def _install_extension(name: str, what: str, module: ModuleType) -> None:
     try:
-        __import__(SEEDING_MODULE)
-        sys.modules[SEEDING_MODULE].install(module.AnomalibCLI)
+        __import__(name)
+        sys.modules[name].install(module)
     except Exception as error:  # noqa: BLE001 - a plugin failure must never break anomalib itself
-        _warn("make anomalib's --seed_everything seed the run", error)
+        _warn(what, error)
 
 
-_AFTER_IMPORT = {TRIGGER_MODULE: _import_plugin, CLI_MODULE: _seed_cli}
+def _extend_cli(module: ModuleType) -> None:
+    for name, what in CLI_EXTENSIONS.items():  # one failing extension leaves the other working
+        _install_extension(name, what, module)
+
+
+_AFTER_IMPORT = {TRIGGER_MODULE: _import_plugin, CLI_MODULE: _extend_cli}
 """What to run once each module has executed."""
 
 

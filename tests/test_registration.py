@@ -118,6 +118,8 @@ def test_stock_cli_trains_and_tests_fastflow2d(demo_root: Path, tmp_path: Path) 
 
     train = run([ANOMALIB, "train", "--model", "Fastflow2D", *model, *data, *trainer], tmp_path)
     assert train.returncode == 0, train.stderr[-3000:]
+    # `train` runs fit, then test on the same trainer: the model's callbacks are attached already, not overridden.
+    assert "will override existing callbacks" not in train.stdout + train.stderr
     checkpoint = tmp_path / "results/Fastflow2D/MVTecAD/brick/latest/weights/lightning/model.ckpt"
     assert checkpoint.is_file()
     assert 0.0 <= _metric(train.stdout, "image_AUROC") <= 1.0
