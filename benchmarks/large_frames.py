@@ -126,7 +126,7 @@ def score_full_resolution(model: AnomalibModule, datamodule: MVTecAD) -> dict[st
     with torch.no_grad():
         # Frames are read from their files: the datamodule's images were resized by the last model's pre-processor.
         for sample in datamodule.test_data.samples.itertuples():
-            frame = _frame(sample.image_path)
+            frame = frame_tensor(sample.image_path)
             started = time.perf_counter()
             prediction = model.model(pre_process(frame))
             seconds.append(time.perf_counter() - started)
@@ -146,7 +146,7 @@ def score_full_resolution(model: AnomalibModule, datamodule: MVTecAD) -> dict[st
     }
 
 
-def _frame(path: str) -> torch.Tensor:
+def frame_tensor(path: str) -> torch.Tensor:
     """An image file as a ``(1, 3, H, W)`` float tensor in ``[0, 1]``, as anomalib's datasets read it."""
     return to_dtype(to_image(Image.open(path).convert("RGB")), scale=True).unsqueeze(0)
 
@@ -162,7 +162,7 @@ def openvino_ms_per_frame(engine: Engine, model: AnomalibModule, datamodule: MVT
     """Median milliseconds per full-resolution frame of the model's OpenVINO export at the CPU default precision."""
     path = engine.export(model, ExportType.OPENVINO, export_root=root / type(model).__name__)
     compiled = openvino.Core().compile_model(str(path), "CPU")
-    frame = _frame(datamodule.test_data.samples["image_path"].iloc[0]).numpy()
+    frame = frame_tensor(datamodule.test_data.samples["image_path"].iloc[0]).numpy()
     compiled(frame)  # warm-up
     seconds = []
     for _ in range(5):
@@ -244,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run every model for every seed on generated large frames; write the JSON and print the table."""
     arguments = parse(argv)
     environment = capture(0, torch.device("cpu"), argv)  # the commit and machine the runs start with
+    settings = {"arguments": vars(arguments) | {"output": str(arguments.output)}}
     records: list[Record] = []
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
@@ -260,14 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         datamodule.setup()
         for seed in range(arguments.seeds):
             records.extend(run(name, datamodule, seed, arguments, work / "runs") for name in MODELS)
-    rows = summary(records)
-    write_report(
-        arguments.output,
-        environment,
-        records,
-        {"paired": rows, "arguments": vars(arguments) | {"output": str(arguments.output)}},
-    )
-    print(markdown(rows))  # noqa: T201 - the report
+            # After every seed, so that a long run stopped early keeps the seeds it finished.
+            write_report(arguments.output, environment, records, {"paired": summary(records), **settings})
+    print(markdown(summary(records)))  # noqa: T201 - the report
     return 0
 
 
