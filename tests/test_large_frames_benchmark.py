@@ -1,15 +1,18 @@
 # Copyright (C) 2026 anomalib-fastflow2d developers
 # SPDX-License-Identifier: Apache-2.0
 
-"""benchmarks/large_frames.py: pairing by seed, and one quick run of every model scored at full resolution."""
+"""benchmarks/large_frames.py (pairing by seed, a quick run of every model at full resolution) and its figure."""
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from benchmarks import large_frames
 from benchmarks.harness.records import Record
+from scripts import large_frames_figure
 
 
 def test_ratios_and_differences_are_paired_by_seed() -> None:
@@ -38,3 +41,16 @@ def test_quick_run_scores_every_model_at_full_resolution(tmp_path: Path, capsys:
         assert record["openvino_ms_per_frame"] > 0
     assert {row["model"] for row in report["paired"]} == set(large_frames.MODELS)
     assert "Fastflow2D crop" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_figure_script_draws_both_maps_of_a_defect(tmp_path: Path) -> None:
+    output = tmp_path / "large_frames.png"
+    arguments = ["--frame", "128", "--crop", "64", "--small", "64", "--epochs", "1", "--flow-steps", "1"]
+    assert large_frames_figure.main([*arguments, "--output", str(output)]) == 0
+
+    with Image.open(output) as figure:
+        width, height = figure.size
+        pixels = np.asarray(figure.convert("RGB"))
+    assert width > 4 * height  # six panels side by side
+    assert pixels.std() > 10  # drawn, not blank
