@@ -210,7 +210,7 @@ class Fastflow2D(Fastflow2DExportMixin, CheckpointHooks, SkipNonFiniteSteps, Ano
         del args, kwargs
         images = self._images(batch)
         keys = getattr(batch, "image_path", None)
-        backbone_features = self.training_features(keys, images, self.model.backbone_features)
+        backbone_features = self.training_features(keys, images, self.model.frame_features)
         if self.train_crop_size is None:
             features = self.model.normalise(backbone_features)
         else:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal, cast
 
 import torch
 from anomalib.data import InferenceBatch
+from anomalib.data.utils.tiler import Tiler
 from torch import nn
 
 from .anomaly_map import AnomalyMapGenerator, ImageScore
@@ -62,6 +63,11 @@ class Fastflow2DModel(nn.Module):
             whole-frame result (CNN backbones; exports always run whole). Defaults to
             :data:`DEFAULT_PIXEL_BUDGET`.
 
+    Attributes:
+        tiler: anomalib's :class:`~anomalib.data.utils.tiler.Tiler`, set by its ``TilerConfigurationCallback``
+            (``None`` by default). When set, training and inference cut each frame into its tiles and the model
+            is a model of tiles: see :meth:`frame_features` and :meth:`forward`.
+
     Examples:
         >>> from anomalib_fastflow2d.presets import resolve
         >>> model = Fastflow2DModel(resolve("resnet18", flow_steps=2), pre_trained=False)
@@ -86,6 +92,7 @@ class Fastflow2DModel(nn.Module):
         _check_positive(pixel_budget=pixel_budget)
         self.config = config
         self.pixel_budget = pixel_budget
+        self.tiler: Tiler | None = None
         # Measured on first use: the backbone's receptive-field margin, in image pixels, for tiles.
         self._backbone_margin: int | None = None
         self._tiled_sizes: set[tuple[int, int]] = set()
@@ -134,6 +141,8 @@ class Fastflow2DModel(nn.Module):
         )
         model = model.to(next(self.parameters()).device)
         model.compile(self.compile_mode)
+        # anomalib's tiler callback set it before the checkpoint that triggers the rebuild was loaded.
+        model.tiler = self.tiler
         return model
 
     def compile(self, mode: CompileMode | None) -> None:
@@ -227,6 +236,37 @@ class Fastflow2DModel(nn.Module):
         """Normalised backbone features, the flows' input: one ``(N, C_s, H_s, W_s)`` map per scale."""
         return self.normalise(self.backbone_features(images))
 
+    def frame_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone features training takes from each frame: :meth:`backbone_features`, or its tiles' features.
+
+        With :attr:`tiler` set, each frame's tiles go through the backbone and their features stay grouped by
+        frame, ``(N, T, C_s, h_s, w_s)`` for ``T`` tiles, so that the feature cache, which keys one entry per frame
+        (image path), holds all of a frame's tiles. :meth:`normalise` and :meth:`normalise_crops` take the tiles as
+        a batch of their own.
+        """
+        if self.tiler is None:
+            return self.backbone_features(images)
+        features = self.backbone_features(self._tiles(images, self.tiler))
+        return [feature.unflatten(0, (images.shape[0], -1)) for feature in features]
+
+    def _tiles(self, images: torch.Tensor, tiler: Tiler) -> torch.Tensor:
+        """``tiler``'s tiles of ``images``, ``(N * T, 3, h, w)`` frame by frame, once the tile size is checked.
+
+        Raises:
+            ValueError: Tiles below the coarsest stride, or other than the only size a fixed-size ViT runs at.
+        """
+        tile = (tiler.tile_size_h, tiler.tile_size_w)
+        minimum = max(self.feature_extractor.strides)
+        fixed = self.feature_extractor.fixed_input_size
+        if min(tile) < minimum or fixed not in {None, tile}:
+            needed = f"exactly {fixed}" if fixed is not None else f"at least {minimum} pixels per side"
+            msg = (
+                f"The tiler's tiles of {tile} pixels do not fit backbone {self.config.backbone!r}: set the "
+                f"TilerConfigurationCallback's tile_size to {needed}."
+            )
+            raise ValueError(msg)
+        return tiler.tile(images)
+
     def normalise_crops(
         self,
         backbone_features: list[torch.Tensor],
@@ -241,13 +281,15 @@ class Fastflow2DModel(nn.Module):
         pixels at every scale.
 
         Args:
-            backbone_features: The frozen backbone's features of whole frames, one ``(N, C_s, H_s, W_s)`` per scale.
+            backbone_features: The frozen backbone's features of whole frames, one ``(N, C_s, H_s, W_s)`` per scale,
+                or of tiled frames from :meth:`frame_features`, whose tiles are then cropped as frames.
             crop_size: ``(h, w)`` in image pixels, multiples of the coarsest stride.
             generator: Random generator for the crops' places. Defaults to ``None`` (torch's global one).
 
         Returns:
             One ``(N, C_s, h / s, w / s)`` map per scale.
         """
+        backbone_features = _tiles_as_batch(backbone_features)
         strides = self.feature_extractor.strides
         align = max(strides)
         # The last whole crop on the grid that every scale's map holds (a frame off the grid has ragged ends).
@@ -259,7 +301,7 @@ class Fastflow2DModel(nn.Module):
         if min(limits) < 0:
             msg = (
                 f"Training crops of {tuple(crop_size)} pixels are larger than the frames' features cover. Set "
-                "train_crop_size to at most the input size."
+                "train_crop_size to at most the input size (the tile size with anomalib's tiler)."
             )
             raise ValueError(msg)
         count = backbone_features[0].shape[0]
@@ -289,9 +331,10 @@ class Fastflow2DModel(nn.Module):
     def normalise(self, backbone_features: list[torch.Tensor]) -> list[torch.Tensor]:
         """Apply each scale's (trainable) normalisation to the frozen backbone's features.
 
-        Split from :meth:`features` so that training can reuse cached backbone features.
+        Split from :meth:`features` so that training can reuse cached backbone features. Tiled frames' features
+        from :meth:`frame_features`, ``(N, T, C_s, h_s, w_s)``, come out as a batch of ``N * T`` tiles.
         """
-        return [norm(feature) for norm, feature in zip(self.norms, backbone_features, strict=True)]
+        return [norm(feature) for norm, feature in zip(self.norms, _tiles_as_batch(backbone_features), strict=True)]
 
     def encode(self, features: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Map normalised features to latents with each scale's flow, with the log-determinants the loss needs.
@@ -394,7 +437,21 @@ class Fastflow2DModel(nn.Module):
         """Score pre-processed images ``(N, 3, H, W)``: ``pred_score`` ``(N, 1)`` and ``anomaly_map`` ``(N, 1, H, W)``.
 
         Runs compiled after :meth:`compile`; the results are then copies, valid after the next call.
+
+        With :attr:`tiler` set, each tile is scored as a frame of its own, the tiles' anomaly maps are put together
+        by ``tiler.untile`` (overlaps averaged) and the image score is taken from that whole map. The maps are
+        untiled, not the features (as anomalib's Padim does), because the flows learned each tile's features
+        standardised over that tile: features stitched first would be standardised over the whole frame, which
+        the flows never saw. The map is a per-pixel likelihood, so averaging overlapping tiles' maps keeps its
+        meaning.
         """
+        if self.tiler is not None:
+            tiler = self.tiler
+            anomaly_map = tiler.untile(cast("torch.Tensor", self._score(self._tiles(images, tiler)).anomaly_map))
+            return InferenceBatch(pred_score=self.anomaly_map_generator.score(anomaly_map), anomaly_map=anomaly_map)
+        return self._score(images)
+
+    def _score(self, images: torch.Tensor) -> InferenceBatch:
         if "inference" not in self._compiled or self._bounded(images):
             return self._infer(images)
         torch.compiler.cudagraph_mark_step_begin()
@@ -418,3 +475,8 @@ def _check_positive(**values: float) -> None:
 
 def _copy(value: torch.Tensor | None) -> torch.Tensor | None:
     return None if value is None else value.clone()
+
+
+def _tiles_as_batch(features: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Tiled frames' features ``(N, T, C, h, w)`` as a batch of tiles ``(N * T, C, h, w)``; others unchanged."""
+    return [feature.flatten(0, 1) if feature.dim() == 5 else feature for feature in features]  # noqa: PLR2004 - (N, T, C, h, w)
