@@ -3,20 +3,21 @@
 
 """Small defects on large frames, paired by seed: anomalib's ``Fastflow`` at 256 px against Fastflow2D.
 
-Fastflow2D runs at 256 px too, and in crop mode at full resolution. Every model is built right after
-``seed_everything(seed)``, so all draw the same random resnet18 and see the data in the same order, and is trained
-with anomalib's engine (validating once, at the end). Each is then scored here on the test frames at their *own*
-resolution: its anomaly map is resized to the frame, where the defects and their masks are, so a map computed at
-256 px is judged on the pixels a user inspects. Measures: pixel AUROC, pixel AUPR (average precision: defects under
-3 % of the side make AUROC saturate), image AUROC, training time per epoch after the first, the training run's peak
-resident memory (and its rise over the memory before training), and scoring time
-per frame in eager PyTorch and in OpenVINO at the CPU default.
+Fastflow2D runs at 256 px too, on whole frames at half their resolution, and in crop mode at full resolution (with
+either feature norm). Every model is built right after ``seed_everything(seed)``, so all draw the same random
+resnet18 and see the data in the same order, and is trained with anomalib's engine (validating once, at the end).
+Each is then scored here on the test frames at their *own* resolution: its anomaly map is resized to the frame,
+where the defects and their masks are, so a map computed at 256 px is judged on the pixels a user inspects.
+Measures: pixel AUROC, pixel AUPR (average precision: defects under 3 % of the side make AUROC saturate), image
+AUROC, training time per epoch after the first, the training run's peak resident memory (and its rise over the
+memory before training), and scoring time per frame in eager PyTorch and in OpenVINO at the CPU default.
 
 Example:
     Run from the repository root::
 
         python benchmarks/large_frames.py                       # 5 seeds, 1024 px frames, 256 px crops
         python benchmarks/large_frames.py --quick               # 128 px frames, 1 seed: a smoke test
+        python benchmarks/large_frames.py --frame 512 --models "Fastflow2D crop" "Fastflow2D crop channel"
 """
 
 import argparse
@@ -50,8 +51,13 @@ from benchmarks.harness.timing import synchronizer
 from benchmarks.harness.training import EpochTimer
 from fastflow2d_demo_data import generate_large_frame_dataset
 
-MODELS = ("Fastflow 256", "Fastflow2D 256", "Fastflow2D crop")
-"""anomalib's model at 256 px (the reference of every pair), Fastflow2D at 256 px, Fastflow2D in crop mode."""
+MODELS = ("Fastflow 256", "Fastflow2D 256", "Fastflow2D half", "Fastflow2D crop", "Fastflow2D crop channel")
+"""anomalib's model at 256 px (the reference of every pair), Fastflow2D at 256 px, Fastflow2D on whole frames at half
+their resolution, and Fastflow2D in crop mode at full resolution with the per-position norm (the default) and with
+the per-channel one."""
+
+DEFAULT_MODELS = MODELS[:4]
+"""The models a run measures unless ``--models`` names others: the norms' comparison is a run of its own."""
 
 MEASURES = (
     "pixel_aupr",
@@ -78,9 +84,12 @@ def build(model: str, arguments: argparse.Namespace) -> AnomalibModule:
         )
     if model == "Fastflow2D 256":
         return Fastflow2D(pre_trained=False, flow_steps=arguments.flow_steps, input_size=(arguments.small,) * 2)
+    if model == "Fastflow2D half":
+        return Fastflow2D(pre_trained=False, flow_steps=arguments.flow_steps, input_size=(arguments.frame // 2,) * 2)
     return Fastflow2D(
         pre_trained=False,
         flow_steps=arguments.flow_steps,
+        feature_norm="channel" if model.endswith("channel") else "position",
         input_size=(arguments.frame, arguments.frame),
         train_crop_size=(arguments.crop, arguments.crop),
     )
@@ -173,8 +182,9 @@ def openvino_ms_per_frame(engine: Engine, model: AnomalibModule, datamodule: MVT
 
 
 def paired(records: Sequence[Record], model: str, measure: str) -> dict[str, float]:
-    """Mean and standard deviation over seeds of ``model``'s ``measure`` and of its ratio to anomalib's Fastflow."""
-    reference = {r.details["seed"]: r.values[measure] for r in records if r.model == MODELS[0] and measure in r.values}
+    """Mean and standard deviation over seeds of ``model``'s ``measure``, and of its ratio to the first model's."""
+    first = records[0].model  # the reference: the first model of every seed
+    reference = {r.details["seed"]: r.values[measure] for r in records if r.model == first and measure in r.values}
     ours = {r.details["seed"]: r.values[measure] for r in records if r.model == model and measure in r.values}
     seeds = sorted(ours.keys() & reference.keys())
     values = [ours[seed] for seed in seeds]
@@ -194,7 +204,7 @@ def paired(records: Sequence[Record], model: str, measure: str) -> dict[str, flo
 def summary(records: Sequence[Record]) -> list[dict[str, Any]]:
     """Every model's mean per measure, with its ratio and difference to anomalib's Fastflow, paired by seed."""
     measured = [measure for measure in MEASURES if any(measure in record.values for record in records)]
-    models = [model for model in MODELS if any(record.model == model for record in records)]
+    models = list(dict.fromkeys(record.model for record in records))
     return [
         {"model": model, "measure": measure, **paired(records, model, measure)}
         for model in models
@@ -215,7 +225,8 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
         ]
         for row in rows
     ]
-    header = ["model", "measure", "mean (std)", "/ Fastflow 256 (std)", "- Fastflow 256 (std)", "seeds"]
+    reference = rows[0]["model"] if rows else ""
+    header = ["model", "measure", "mean (std)", f"/ {reference} (std)", f"- {reference} (std)", "seeds"]
     return markdown_table(header, table, [False, False, True, True, True, True])
 
 
@@ -230,6 +241,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--flow-steps", type=int, default=8)
     parser.add_argument("--num-train", type=int, default=32)
     parser.add_argument("--num-test", type=int, default=8, help="Normal and anomalous test frames, each.")
+    parser.add_argument(
+        "--models", nargs="+", choices=MODELS, default=list(DEFAULT_MODELS), help="The first is the reference."
+    )
     parser.add_argument("--no-openvino", dest="openvino", action="store_false", help="Skip the OpenVINO timing.")
     parser.add_argument("--quick", action="store_true", help="128 px frames, 64 px crops, 1 seed, 1 epoch.")
     parser.add_argument("--output", type=Path, default=Path("results/large_frames.json"))
@@ -260,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         datamodule = MVTecAD(root=work / "data", category="brick", **loading)
         datamodule.setup()
         for seed in range(arguments.seeds):
-            records.extend(run(name, datamodule, seed, arguments, work / "runs") for name in MODELS)
+            records.extend(run(name, datamodule, seed, arguments, work / "runs") for name in arguments.models)
             # After every seed, so that a long run stopped early keeps the seeds it finished.
             write_report(arguments.output, environment, records, {"paired": summary(records), **settings})
     print(markdown(summary(records)))  # noqa: T201 - the report

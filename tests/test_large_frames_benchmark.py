@@ -33,13 +33,13 @@ def test_quick_run_scores_every_model_at_full_resolution(tmp_path: Path, capsys:
     assert large_frames.main(["--quick", "--output", str(output)]) == 0
     report = json.loads(output.read_text())
 
-    assert [record["model"] for record in report["records"]] == list(large_frames.MODELS)
+    assert [record["model"] for record in report["records"]] == list(large_frames.DEFAULT_MODELS)
     for record in report["records"]:
         for measure in ("pixel_aupr", "pixel_auroc", "image_auroc"):
             assert 0.0 <= record[measure] <= 1.0
         assert record["epoch_s"] > 0
         assert record["openvino_ms_per_frame"] > 0
-    assert {row["model"] for row in report["paired"]} == set(large_frames.MODELS)
+    assert {row["model"] for row in report["paired"]} == set(large_frames.DEFAULT_MODELS)
     assert "Fastflow2D crop" in capsys.readouterr().out
 
 
