@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 LIGHTNING_DEFAULT_MAX_EPOCHS = 1000
 """The epoch limit Lightning falls back to when neither ``max_epochs`` nor ``max_steps`` is given."""
 
+TILED_ENSEMBLE_METRICS_SIZE = (10, 10)
+"""The input size anomalib 2.7's tiled-ensemble metrics stage builds a model at, only to take its evaluator."""
+
 
 class Fastflow2D(Fastflow2DExportMixin, CheckpointHooks, SkipNonFiniteSteps, AnomalibModule):  # type: ignore[misc]  # anomalib changed to_onnx's signature
     """FastFlow with size-independent normalisation, presets for the paper's backbones and a bounded schedule.
@@ -285,6 +288,11 @@ class Fastflow2D(Fastflow2DExportMixin, CheckpointHooks, SkipNonFiniteSteps, Ano
                 f"{self.hparams['backbone']!r} (its coarsest feature stride). Set input_size (or the pre-processor's "
                 f"resize) to at least {minimum}."
             )
+            if tuple(size) == TILED_ENSEMBLE_METRICS_SIZE:
+                msg += (
+                    " anomalib's tiled-ensemble metrics stage builds its model at that size: run the ensemble with "
+                    "`python -m anomalib_fastflow2d.tiled_ensemble`, or train on crops with --model.train_crop_size."
+                )
             raise ValueError(msg)
 
     def _images(self, batch: Batch) -> torch.Tensor:

@@ -6,11 +6,14 @@
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import onnxruntime
 import pytest
 import torch
 from anomalib.callbacks import TilerConfigurationCallback
 from anomalib.data import MVTecAD
 from anomalib.data.utils.tiler import Tiler
+from anomalib.deploy import ExportType
 from anomalib.engine import Engine
 from lightning.pytorch import seed_everything
 
@@ -137,7 +140,7 @@ def test_tiler_callback_trains_and_tests_on_tiles_through_anomalib(
         accelerator="cpu",
         devices=1,
         enable_progress_bar=False,
-        max_epochs=2,
+        max_epochs=1,
         callbacks=[TilerConfigurationCallback(enable=True, tile_size=32, stride=32)],
     )
     engine.fit(model, datamodule=datamodule)
@@ -154,3 +157,14 @@ def test_tiler_callback_trains_and_tests_on_tiles_through_anomalib(
     assert metrics["pixel_AUROC"] > 0.6
     assert predictions is not None
     assert {tuple(batch.anomaly_map.shape[-2:]) for batch in predictions} == {(64, 64)}
+
+    # Exported from the trained model, which holds the tiler, the graph scores tiles as the model does.
+    path = engine.export(model, ExportType.ONNX, tmp_path / "export")
+    assert path is not None
+    images = next(iter(datamodule.test_dataloader())).image[:2].as_subclass(torch.Tensor)
+    with torch.no_grad():
+        expected = model.eval()(images).anomaly_map
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    outputs = dict(zip(names, session.run(None, {"input": images.numpy()}), strict=True))
+    np.testing.assert_allclose(outputs["anomaly_map"], expected.numpy(), atol=1e-4)
