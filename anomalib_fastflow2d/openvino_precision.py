@@ -79,8 +79,14 @@ _NOT_SENSITIVE = frozenset({"Result", "FakeQuantize"})
 
 
 def _is_permutation(convolution: "Node") -> bool:
-    """Whether a convolution's weights are a constant 0/1 permutation matrix (one 1 per row and per column)."""
+    """Whether a convolution's weights are a constant 0/1 permutation matrix (one 1 per row and per column).
+
+    FP16 weights reach the convolution through the ``Convert`` that decompresses them (``Constant -> Convert ->
+    Convolution``); 0 and 1 are exact in float16, so the matrix is read from the constant behind it.
+    """
     weights = convolution.input_value(1).get_node()
+    if weights.get_type_name() == "Convert":
+        weights = weights.input_value(0).get_node()
     if weights.get_type_name() != "Constant":
         return False
     matrix = weights.get_data().reshape(weights.get_output_shape(0)[0], -1)

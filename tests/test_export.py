@@ -8,7 +8,7 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
@@ -16,16 +16,17 @@ import onnxruntime
 import openvino
 import pytest
 import torch
-from anomalib.data import Folder, MVTecAD
+from anomalib.data import Folder, ImageBatch, MVTecAD
 from anomalib.deploy import CompressionType, ExportType, TorchInferencer
 from anomalib.engine import Engine
+from anomalib.metrics import AUROC, F1Score
 from anomalib.models import Padim
 from lightning.pytorch import seed_everything
 from PIL import Image
 from torchmetrics.functional.classification import binary_auroc
 
 from anomalib_fastflow2d import PRESETS, Fastflow2D
-from anomalib_fastflow2d.export import ONNX_OPSET, OPENVINO_F32_CONFIG
+from anomalib_fastflow2d.export import ONNX_OPSET, OPENVINO_F32_CONFIG, Fastflow2DExportMixin, _metric_on
 from fastflow2d_demo_data import generate_demo_dataset, generate_photo_dataset
 from tests.conftest import ANOMALIB, TINY_MODEL, run
 
@@ -306,7 +307,7 @@ def test_vit_presets_build_and_trace_to_onnx(backbone: str, tmp_path: Path) -> N
     assert np.isfinite(outputs[0]).all()
 
 
-def test_stock_cli_int8_export_loses_at_most_one_auroc_point(
+def test_stock_cli_int8_export_loses_at_most_one_auroc_point_and_logs_one_line_for_the_float_nodes(
     checkpoint: Path, data_root: Path, test_images: Any, eager: dict[str, np.ndarray], tmp_path: Path
 ) -> None:
     command = [ANOMALIB, "export", "--model", "Fastflow2D", "--model.pre_trained=false", f"--ckpt_path={checkpoint}"]
@@ -314,8 +315,14 @@ def test_stock_cli_int8_export_loses_at_most_one_auroc_point(
     command += ["--data", "anomalib.data.MVTecAD", f"--data.root={data_root}", "--data.category=brick"]
     command += ["--data.num_workers=0", "--data.train_batch_size=8"]
     result = run(command, tmp_path)
+    output = result.stdout + result.stderr
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Traceback" not in result.stdout + result.stderr
+    assert "Traceback" not in output
+    # NNCF lists every node of the ignored scope; the export holds that list to one line of its own (which the
+    # CLI's two log handlers print twice).
+    assert "Not adding activation input quantizer" not in output
+    assert "ignored nodes were found" not in output
+    assert len(set(re.findall(r"INT8: kept (\d+) precision-sensitive nodes in float", output))) == 1
 
     path = tmp_path / "weights/openvino/model.xml"
     assert "FakeQuantize" in path.read_text()
@@ -436,13 +443,28 @@ def _aurocs(outputs: dict[str, np.ndarray], photos: dict[str, np.ndarray]) -> tu
     return float(image), float(pixel)
 
 
+def _marked(path: Path) -> list[openvino.Node]:
+    """The nodes of an IR that carry the float32 mark (``precise``, saved as ``DisablePrecisionConversion``)."""
+    graph = openvino.Core().read_model(path).get_ordered_ops()
+    return [node for node in graph if any(key.startswith("DisablePrecisionConversion") for key in node.get_rt_info())]
+
+
+@pytest.mark.parametrize("compression", [CompressionType.INT8_PTQ, CompressionType.INT8_ACQ])
 def test_int8_keeps_the_ranking_and_the_labels_on_photographs(
-    photo_root: Path, photo_checkpoint: Path, photo_test: dict[str, np.ndarray], tmp_path: Path
+    compression: CompressionType,
+    photo_root: Path,
+    photo_checkpoint: Path,
+    photo_test: dict[str, np.ndarray],
+    tmp_path: Path,
 ) -> None:
     path = Fastflow2D.load_from_checkpoint(photo_checkpoint).to_openvino(
-        tmp_path, compression_type=CompressionType.INT8_PTQ, datamodule=_photo_datamodule(photo_root)
+        tmp_path, compression_type=compression, datamodule=_photo_datamodule(photo_root)
     )
     assert "FakeQuantize" in path.read_text()
+    # The precision-sensitive nodes were NNCF's ignored scope: none of them reads a quantised value.
+    sources = {source.get_node().get_type_name() for node in _marked(path) for source in node.input_values()}
+    assert sources
+    assert "FakeQuantize" not in sources
     image_auroc, pixel_auroc = _aurocs(photo_test, photo_test)
     assert image_auroc > 0.9  # the eager model ranks the photographs well, so a lost ranking shows
     for config in (OPENVINO_F32_CONFIG, {}):
@@ -483,3 +505,63 @@ def test_cpu_default_bfloat16_keeps_the_flows_and_the_map_in_float32(
     outputs = {output.any_name: value for output, value in compiled(photo_test["images"]).items()}
     np.testing.assert_array_equal(outputs["pred_label"], photo_test["pred_label"])
     assert np.abs(outputs["pred_score"] - photo_test["pred_score"]).max() <= 1e-2
+
+
+def test_fp16_keeps_the_permutations_precise_and_matches_pytorch_at_the_cpu_default(
+    photo_checkpoint: Path, photo_test: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    model = Fastflow2D.load_from_checkpoint(photo_checkpoint)
+    path = model.to_openvino(tmp_path, compression_type=CompressionType.FP16)
+    # FP16 weights reach each convolution through a Convert; every coupling's 0/1 permutation is still marked.
+    convolutions = [node for node in _marked(path) if node.get_type_name() == "Convolution"]
+    assert len(convolutions) == model.model.config.flow_steps * len(model.model.flows)  # one per coupling
+    assert {node.input_value(1).get_node().get_type_name() for node in convolutions} == {"Convert"}
+
+    # The CPU default, and bfloat16 (the default on CPUs with AVX512-BF16 or AMX, whichever CPU runs the test).
+    for config in ({}, {"INFERENCE_PRECISION_HINT": "bf16"}):
+        compiled = openvino.Core().compile_model(path, "CPU", config)
+        layers = [layer.get_rt_info() for layer in compiled.get_runtime_model().get_ordered_ops()]
+        runtime = {
+            name: layer["runtimePrecision"].astype(str)
+            for layer in layers
+            for name in layer["originalLayersNames"].astype(str).split(",")
+        }
+        assert "bf16" not in {runtime[node.get_friendly_name()] for node in convolutions}, config
+        outputs = {output.any_name: value for output, value in compiled(photo_test["images"]).items()}
+        np.testing.assert_array_equal(outputs["pred_label"], photo_test["pred_label"], err_msg=str(config))
+        assert np.abs(outputs["pred_score"] - photo_test["pred_score"]).max() <= 1e-2, config
+
+
+class _Output(NamedTuple):
+    """An output of a compiled OpenVINO model, as a key of its results."""
+
+    any_name: str
+
+
+def test_int8_acq_measures_anomalib_metrics_on_the_datamodules_batches() -> None:
+    # Two images at 32x48 whose model maps are 16x16: the masks are compared at the maps' size.
+    gt_mask = torch.zeros(2, 32, 48, dtype=torch.bool)
+    gt_mask[1, :16] = True
+    batch = ImageBatch(image=torch.rand(2, 3, 32, 48), gt_label=torch.tensor([0, 1]), gt_mask=gt_mask)
+    anomaly_map = np.zeros((2, 1, 16, 16), np.float32)
+    anomaly_map[1, 0, :8] = 1.0
+
+    def compiled(images: np.ndarray) -> dict[_Output, np.ndarray]:
+        assert images.shape == (2, 3, 32, 48)
+        outputs = {"pred_score": np.array([[0.2], [0.9]], np.float32), "pred_label": np.array([[False], [True]])}
+        outputs |= {"anomaly_map": anomaly_map, "pred_mask": anomaly_map >= 0.5}
+        return {_Output(name): value for name, value in outputs.items()}
+
+    for metric in (F1Score(fields=["pred_label", "gt_label"]), AUROC(fields=["anomaly_map", "gt_mask"])):
+        # NNCF calls the validation once per model and once per batch: each call starts the metric afresh.
+        assert _metric_on(metric, compiled, [batch]) == _metric_on(metric, compiled, [batch]) == 1.0
+
+
+def test_int8_acq_without_validation_images_or_with_a_metric_name_says_what_to_pass(demo_root: Path) -> None:
+    image = openvino.opset13.parameter([-1, 3, -1, -1], openvino.Type.f32, name="input")
+    model = openvino.Model([openvino.opset13.relu(image)], [image])
+    datamodule = MVTecAD(root=demo_root, category="brick", num_workers=0, val_split_mode="none")
+    with pytest.raises(ValueError, match=r"no validation images.*INT8_PTQ"):
+        Fastflow2DExportMixin._accuracy_control_quantization_ov(model, datamodule)
+    with pytest.raises(TypeError, match=r"metric object.*--metric anomalib.metrics.AUROC"):
+        Fastflow2DExportMixin._accuracy_control_quantization_ov(model, datamodule, metric="AUROC")
