@@ -245,7 +245,7 @@ class Fastflow2DExportMixin(ExportMixin):
         if isinstance(metric, str):  # `anomalib export --metric AUROC` passes the bare name
             msg = (
                 f"INT8_ACQ needs a metric object, not the name {metric!r}: pass e.g. `--metric anomalib.metrics.AUROC "
-                "--metric.fields '[pred_score, gt_label]'` (in Python, metric=AUROC(fields=[...]))."
+                "--metric.fields '[pred_score,gt_label]'` (in Python, metric=AUROC(fields=[...]))."
             )
             raise TypeError(msg)
         if not 0 <= max_drop <= 1:
