@@ -17,10 +17,12 @@ Example:
 
         python benchmarks/large_frames.py                       # 5 seeds, 1024 px frames, 256 px crops
         python benchmarks/large_frames.py --quick               # 128 px frames, 1 seed: a smoke test
+        python benchmarks/large_frames.py --table results/large_frames.json   # the table of an earlier run
         python benchmarks/large_frames.py --frame 512 --models "Fastflow2D crop" "Fastflow2D crop channel"
 """
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -213,21 +215,43 @@ def summary(records: Sequence[Record]) -> list[dict[str, Any]]:
 
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """One row per model and measure: mean (std over seeds), ratio and difference to anomalib's Fastflow."""
+    """Measures down, models across: each model's mean (std over seeds), then its ratio to the first model's."""
+    models = list(dict.fromkeys(row["model"] for row in rows))
+    measures = list(dict.fromkeys(row["measure"] for row in rows))
+    cells = {(row["model"], row["measure"]): row for row in rows}
     table = [
-        [
-            row["model"],
-            row["measure"],
-            f"{row['mean']:.4g} ({row['std']:.2g})",
-            f"{row['ratio']:.3g}x ({row['ratio_std']:.2g})",
-            f"{row['difference']:+.4g} ({row['difference_std']:.2g})",
-            str(row["seeds"]),
-        ]
-        for row in rows
+        [measure, *(_cell(cells.get((model, measure)), model == models[0]) for model in models), _seeds(cells, measure)]
+        for measure in measures
     ]
-    reference = rows[0]["model"] if rows else ""
-    header = ["model", "measure", "mean (std)", f"/ {reference} (std)", f"- {reference} (std)", "seeds"]
-    return markdown_table(header, table, [False, False, True, True, True, True])
+    header = ["measure", *(f"{model}{' (reference)' if index == 0 else ''}" for index, model in enumerate(models))]
+    return markdown_table([*header, "seeds"], table, [False, *(True for _ in models), True])
+
+
+def _cell(row: dict[str, Any] | None, reference: bool) -> str:
+    if row is None:
+        return "-"
+    value = f"{row['mean']:.4g} ({row['std']:.2g})"
+    return value if reference else f"{value}, {row['ratio']:.3g}x"
+
+
+def _seeds(cells: dict[tuple[str, str], dict[str, Any]], measure: str) -> str:
+    return str(max(row["seeds"] for (_, name), row in cells.items() if name == measure))
+
+
+def report_table(path: Path) -> str:
+    """The table of a run's JSON, without running anything."""
+    report = json.loads(path.read_text(encoding="utf-8"))
+    names = {"model", "mode", "seed"}
+    records = [
+        Record(
+            entry["model"],
+            entry["mode"],
+            {key: value for key, value in entry.items() if key not in names},
+            {"seed": entry["seed"]},
+        )
+        for entry in report["records"]
+    ]
+    return markdown(summary(records))
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -248,6 +272,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--openvino-seeds", type=int, default=1, help="Export and time OpenVINO for the first N seeds. Default: 1."
     )
     parser.add_argument("--quick", action="store_true", help="128 px frames, 64 px crops, 1 seed, 1 epoch.")
+    parser.add_argument("--table", type=Path, help="Print the table of this JSON of an earlier run, and stop.")
     parser.add_argument("--output", type=Path, default=Path("results/large_frames.json"))
     arguments = parser.parse_args(argv)
     if arguments.quick:
@@ -259,6 +284,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every model for every seed on generated large frames; write the JSON and print the table."""
     arguments = parse(argv)
+    if arguments.table is not None:
+        print(report_table(arguments.table))  # noqa: T201 - the report
+        return 0
     environment = capture(0, torch.device("cpu"), argv)  # the commit and machine the runs start with
     settings = {"arguments": vars(arguments) | {"output": str(arguments.output)}}
     records: list[Record] = []

@@ -27,6 +27,27 @@ def test_ratios_and_differences_are_paired_by_seed() -> None:
     assert result["difference"] == pytest.approx((0.1 + 0.4) / 2)
 
 
+def test_table_of_an_earlier_run_puts_models_across_with_their_ratio(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = [
+        ("Fastflow 256", 0, 0.01),
+        ("Fastflow 256", 1, 0.03),
+        ("Fastflow2D crop", 0, 0.3),
+        ("Fastflow2D crop", 1, 0.6),
+    ]
+    entries = [
+        {"model": model, "mode": "large frames", "seed": seed, "pixel_aupr": value} for model, seed, value in runs
+    ]
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"records": entries}), encoding="utf-8")
+
+    assert large_frames.main(["--table", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| measure | Fastflow 256 (reference) | Fastflow2D crop |")
+    assert lines[2].startswith("| pixel_aupr | 0.02 (0.014) | 0.45 (0.21), 25x | 2 |")
+
+
 @pytest.mark.slow
 def test_quick_run_scores_every_model_at_full_resolution(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     output = tmp_path / "large_frames.json"
