@@ -277,7 +277,7 @@ class Fastflow2DExportMixin(ExportMixin):
 def quantize_int8(model: "Model", batches: "DataLoader[Batch] | Sequence[Batch]") -> "Model":
     """Quantise a converted Fastflow2D graph to INT8 with NNCF, keeping its precision-sensitive nodes in float.
 
-    Every batch calibrates: NNCF's statistics are averaged over all of them. The nodes of
+    Every batch calibrates (NNCF averages its activation statistics over them). The nodes of
     :func:`~anomalib_fastflow2d.openvino_precision.precision_sensitive_nodes` are NNCF's ignored scope: rounding
     them to 8 bits (the permutation convolutions above all, which carry the whole latent) rounds the latents at
     every coupling, and the normalised scores with them. NNCF's list of them is logged as one line.
