@@ -187,8 +187,9 @@ class Fastflow2DModel(nn.Module):
 
     def _bounded(self, images: torch.Tensor) -> bool:
         """Whether ``images`` need parts or tiles: never in exports, nor for ViTs, whose attention sees everything."""
-        pixels = images.shape[0] * images.shape[-2] * images.shape[-1]
-        return pixels > self.pixel_budget and not exporting() and self.config.preset.kind is BackboneKind.CNN
+        if exporting() or self.config.preset.kind is not BackboneKind.CNN:
+            return False  # before any comparison of sizes, which would pin an export's symbolic shapes
+        return images.shape[0] * images.shape[-2] * images.shape[-1] > self.pixel_budget
 
     def check_pixel_budget(self, image_size: tuple[int, int]) -> None:
         """Raise now, not mid-run, if frames of ``image_size`` need tiles and :attr:`pixel_budget` holds none.
@@ -368,12 +369,10 @@ class Fastflow2DModel(nn.Module):
         ]
 
     def _flow_latents(self, flow: Flow2D, features: torch.Tensor, stride: int) -> torch.Tensor:
+        if exporting() or self.config.preset.kind is not BackboneKind.CNN:
+            return flow.latent(features)
         frame_pixels = features.shape[-2] * features.shape[-1] * stride**2
-        if (
-            features.shape[0] * frame_pixels <= self.pixel_budget
-            or exporting()
-            or self.config.preset.kind is not BackboneKind.CNN
-        ):
+        if features.shape[0] * frame_pixels <= self.pixel_budget:
             return flow.latent(features)
         if frame_pixels <= self.pixel_budget:
             return torch.cat([flow.latent(part) for part in features.split(self.pixel_budget // frame_pixels)])

@@ -34,11 +34,12 @@ from typing import Any, cast
 import numpy as np
 import openvino
 import torch
+from anomalib.callbacks import TilerConfigurationCallback
 from anomalib.data import MVTecAD
 from anomalib.deploy import ExportType
 from anomalib.engine import Engine
 from anomalib.models import AnomalibModule, Fastflow
-from lightning.pytorch import seed_everything
+from lightning.pytorch import Callback, seed_everything
 from PIL import Image
 from torchmetrics.functional.classification import binary_auroc, binary_average_precision
 from torchvision.transforms.v2.functional import to_dtype, to_image
@@ -53,10 +54,18 @@ from benchmarks.harness.timing import synchronizer
 from benchmarks.harness.training import EpochTimer
 from fastflow2d_demo_data import generate_large_frame_dataset
 
-MODELS = ("Fastflow 256", "Fastflow2D 256", "Fastflow2D half", "Fastflow2D crop", "Fastflow2D crop channel")
+MODELS = (
+    "Fastflow 256",
+    "Fastflow2D 256",
+    "Fastflow2D half",
+    "Fastflow2D crop",
+    "Fastflow2D crop channel",
+    "Fastflow2D tiler",
+)
 """anomalib's model at 256 px (the reference of every pair), Fastflow2D at 256 px, Fastflow2D on whole frames at half
-their resolution, and Fastflow2D in crop mode at full resolution with the per-position norm (the default) and with
-the per-channel one."""
+their resolution, Fastflow2D in crop mode at full resolution with the per-position norm (the default) and with the
+per-channel one, and Fastflow2D at full resolution with anomalib's ``TilerConfigurationCallback`` (tiles of the crop
+size, no overlap)."""
 
 DEFAULT_MODELS = MODELS[:4]
 """The models a run measures unless ``--models`` names others: the norms' comparison is a run of its own."""
@@ -86,6 +95,8 @@ def build(model: str, arguments: argparse.Namespace) -> AnomalibModule:
         )
     if model == "Fastflow2D 256":
         return Fastflow2D(pre_trained=False, flow_steps=arguments.flow_steps, input_size=(arguments.small,) * 2)
+    if model == "Fastflow2D tiler":
+        return Fastflow2D(pre_trained=False, flow_steps=arguments.flow_steps, input_size=(arguments.frame,) * 2)
     if model == "Fastflow2D half":
         return Fastflow2D(pre_trained=False, flow_steps=arguments.flow_steps, input_size=(arguments.frame // 2,) * 2)
     return Fastflow2D(
@@ -101,8 +112,12 @@ def run(model_name: str, datamodule: MVTecAD, seed: int, arguments: argparse.Nam
     """Train one model from ``seed`` and measure it on the full-resolution test frames."""
     memory = PeakMemory(torch.device("cpu"))
     timer = EpochTimer(synchronizer(torch.device("cpu")))
+    callbacks: list[Callback] = [timer]
+    if model_name.endswith("tiler"):
+        tile = arguments.crop
+        callbacks.append(TilerConfigurationCallback(enable=True, tile_size=tile, stride=tile))
     engine = Engine(
-        callbacks=[timer],
+        callbacks=callbacks,
         default_root_dir=work / model_name.replace(" ", "_"),
         accelerator="cpu",
         devices=1,
