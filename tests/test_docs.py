@@ -9,6 +9,7 @@ model page's argument and preset tables, and the options in the pages' command l
 """
 
 import ast
+import importlib
 import inspect
 import re
 import shlex
@@ -199,3 +200,39 @@ def test_explain_command_options_exist(capsys: pytest.CaptureFixture[str]) -> No
     assert {"--ckpt_path", "--image", "--out"} <= used_options
     assert sorted(used_options - accepted) == []
     assert sorted(unquote(row[0]) for row in documented) == sorted(accepted - {"--help"})
+
+
+def test_code_named_in_a_module_is_defined_there() -> None:
+    # "`name` in `anomalib_fastflow2d/module.py`": the docs once placed a function in a module that only imports it.
+    pages = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+    pattern = re.compile(r"`(\w+)` in `(anomalib_fastflow2d/[\w/]+)\.py`")
+    named = [match.groups() for page in pages for match in pattern.finditer(page.read_text(encoding="utf-8"))]
+
+    assert named
+    misplaced = [(name, path) for name, path in named if not _defined_in(name, path.replace("/", "."))]
+    assert misplaced == []
+
+
+def _defined_in(name: str, module_name: str) -> bool:
+    """Whether ``module_name`` defines ``name``: holds it, and a function or class of that name is its own."""
+    module = importlib.import_module(module_name)
+    if name not in vars(module):
+        return False
+    return getattr(vars(module)[name], "__module__", module_name) == module_name
+
+
+MEASURED_FIGURE = re.compile(r"\d(\.\d+)?x (faster|slower)|by up to \d|up to \d+(\.\d+)?x|\d+ of \d+ labels")
+"""Phrases of measured speed and accuracy, which go stale in docstrings: they belong in docs/."""
+
+
+def test_docstrings_keep_measured_figures_in_the_docs() -> None:
+    sources = sorted((ROOT / "anomalib_fastflow2d").rglob("*.py"))
+    found = [
+        (source.name, docstring.strip().splitlines()[0])
+        for source in sources
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and (docstring := ast.get_docstring(node))
+        and MEASURED_FIGURE.search(docstring)
+    ]
+    assert found == []
