@@ -49,6 +49,7 @@ from torchvision.transforms.v2.functional import to_dtype, to_image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the harness imports from the checkout
 
 from anomalib_fastflow2d import Fastflow2D
+from anomalib_fastflow2d.torch_model import DEFAULT_PIXEL_BUDGET
 from benchmarks.harness.environment import capture
 from benchmarks.harness.memory import PeakMemory
 from benchmarks.harness.records import Record, markdown_table, write_report
@@ -109,6 +110,7 @@ def build(model: str, arguments: argparse.Namespace) -> AnomalibModule:
         feature_norm="channel" if model.endswith("channel") else "position",
         input_size=(arguments.frame, arguments.frame),
         train_crop_size=(arguments.crop, arguments.crop),
+        pixel_budget=arguments.pixel_budget,
     )
 
 
@@ -313,6 +315,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--openvino-seeds", type=int, default=1, help="Export and time OpenVINO for the first N seeds. Default: 1."
+    )
+    parser.add_argument(
+        "--pixel-budget", type=int, default=DEFAULT_PIXEL_BUDGET, help="Crop mode's pixel_budget. Default: the model's."
     )
     parser.add_argument("--quick", action="store_true", help="128 px frames, 64 px crops, 1 seed, 1 epoch.")
     parser.add_argument("--table", type=Path, help="Print the table of this JSON of an earlier run, and stop.")
