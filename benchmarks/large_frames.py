@@ -123,17 +123,7 @@ def run(model_name: str, datamodule: MVTecAD, seed: int, arguments: argparse.Nam
     if model_name.endswith("tiler"):
         tile = arguments.crop
         callbacks.append(TilerConfigurationCallback(enable=True, tile_size=tile, stride=tile))
-    engine = Engine(
-        callbacks=callbacks,
-        default_root_dir=work / model_name.replace(" ", "_"),
-        accelerator="cpu",
-        devices=1,
-        max_epochs=arguments.epochs,
-        check_val_every_n_epoch=arguments.epochs,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    engine = training_engine(model_name, arguments, work, callbacks)
     seed_everything(seed, verbose=False)
     model = build(model_name, arguments)
     memory.reset()
@@ -151,6 +141,23 @@ def run(model_name: str, datamodule: MVTecAD, seed: int, arguments: argparse.Nam
     if seed < arguments.openvino_seeds:
         values["openvino_ms_per_frame"] = openvino_ms_per_frame(engine, model, datamodule, work / "export")
     return Record(model_name, "large frames", values, {"seed": seed})
+
+
+def training_engine(
+    model_name: str, arguments: argparse.Namespace, work: Path, callbacks: Sequence[Callback] = ()
+) -> Engine:
+    """The anomalib engine that trains one model: CPU, ``arguments.epochs`` epochs, validating once, at the end."""
+    return Engine(
+        callbacks=list(callbacks),
+        default_root_dir=work / model_name.replace(" ", "_"),
+        accelerator="cpu",
+        devices=1,
+        max_epochs=arguments.epochs,
+        check_val_every_n_epoch=arguments.epochs,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
 
 
 class PeakBeforeValidation(Callback):

@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from anomalib.data import MVTecAD
-from anomalib.engine import Engine
 from anomalib.models import AnomalibModule
 from lightning.pytorch import seed_everything
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from benchmarks.large_frames import build, frame_tensor
+from anomalib_fastflow2d.torch_model import DEFAULT_PIXEL_BUDGET
+from benchmarks.large_frames import build, frame_tensor, training_engine
 from fastflow2d_demo_data import generate_large_frame_dataset
 
 from .demo_run import REPOSITORY
@@ -42,16 +42,7 @@ def train(model_name: str, datamodule: MVTecAD, arguments: argparse.Namespace, r
     """Train one model of :data:`MODELS` from ``arguments.seed``."""
     seed_everything(arguments.seed, verbose=False)
     model = build(model_name, arguments)
-    engine = Engine(
-        default_root_dir=root / model_name.replace(" ", "_"),
-        accelerator="cpu",
-        devices=1,
-        max_epochs=arguments.epochs,
-        check_val_every_n_epoch=arguments.epochs,
-        logger=False,
-        enable_progress_bar=False,
-    )
-    engine.fit(model, datamodule=datamodule)
+    training_engine(model_name, arguments, root).fit(model, datamodule=datamodule)
     return model.eval()
 
 
@@ -103,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--flow-steps", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pixel-budget", type=int, default=DEFAULT_PIXEL_BUDGET)
     parser.add_argument("--output", type=Path, default=REPOSITORY / "docs" / "images" / "large_frames.png")
     arguments = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as temporary:
