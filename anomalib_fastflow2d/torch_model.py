@@ -169,16 +169,29 @@ class Fastflow2DModel(nn.Module):
 
         Within :attr:`pixel_budget`: a larger batch runs in parts, and a larger frame in tiles.
         """
-        extract = self._backbone()
-        if not self._bounded(images):
-            return extract(images)
-        frame_pixels = images.shape[-2] * images.shape[-1]
+        return self._within_budget(self._backbone(), images, 1, self._tiled_backbone)
+
+    def _within_budget(
+        self,
+        run: "Callable[[torch.Tensor], list[torch.Tensor]]",
+        inputs: torch.Tensor,
+        stride: int,
+        run_tiled: "Callable[[torch.Tensor], list[torch.Tensor]]",
+    ) -> list[torch.Tensor]:
+        """``run(inputs)`` in passes of at most :attr:`pixel_budget` image pixels, outputs put back together.
+
+        ``inputs`` are maps at ``stride`` (1 for images), so a pixel of them covers ``stride**2`` image pixels. A
+        batch runs whole when it fits (and always in exports and for ViTs), else in parts of whole frames, else
+        frame by frame through ``run_tiled``.
+        """
+        frame_pixels = inputs.shape[-2] * inputs.shape[-1] * stride**2
+        if not self._bounded_pixels(inputs.shape[0], frame_pixels):
+            return run(inputs)
         if frame_pixels <= self.pixel_budget:
-            parts = images.split(max(1, self.pixel_budget // frame_pixels))
-            return [torch.cat(scale) for scale in zip(*(extract(part) for part in parts), strict=True)]
-        return [
-            torch.cat(scale) for scale in zip(*(self._tiled_backbone(frame) for frame in images.split(1)), strict=True)
-        ]
+            parts = [run(part) for part in inputs.split(max(1, self.pixel_budget // frame_pixels))]
+        else:
+            parts = [run_tiled(frame) for frame in inputs.split(1)]
+        return [torch.cat(outputs) for outputs in zip(*parts, strict=True)]
 
     def _backbone(self) -> "Callable[[torch.Tensor], list[torch.Tensor]]":
         return cast(
@@ -187,9 +200,12 @@ class Fastflow2DModel(nn.Module):
 
     def _bounded(self, images: torch.Tensor) -> bool:
         """Whether ``images`` need parts or tiles: never in exports, nor for ViTs, whose attention sees everything."""
+        return self._bounded_pixels(images.shape[0], images.shape[-2] * images.shape[-1])
+
+    def _bounded_pixels(self, count: int, frame_pixels: int) -> bool:
         if exporting() or self.config.preset.kind is not BackboneKind.CNN:
             return False  # before any comparison of sizes, which would pin an export's symbolic shapes
-        return images.shape[0] * images.shape[-2] * images.shape[-1] > self.pixel_budget
+        return count * frame_pixels > self.pixel_budget
 
     def check_pixel_budget(self, image_size: tuple[int, int]) -> None:
         """Raise now, not mid-run, if frames of ``image_size`` need tiles and :attr:`pixel_budget` holds none.
@@ -369,20 +385,15 @@ class Fastflow2DModel(nn.Module):
         ]
 
     def _flow_latents(self, flow: Flow2D, features: torch.Tensor, stride: int) -> torch.Tensor:
-        if exporting() or self.config.preset.kind is not BackboneKind.CNN:
-            return flow.latent(features)
-        frame_pixels = features.shape[-2] * features.shape[-1] * stride**2
-        if features.shape[0] * frame_pixels <= self.pixel_budget:
-            return flow.latent(features)
-        if frame_pixels <= self.pixel_budget:
-            return torch.cat([flow.latent(part) for part in features.split(self.pixel_budget // frame_pixels)])
-        margin = flow.receptive_radius
-        tile = max(math.isqrt(self.pixel_budget) // stride, 2 * margin + 1)
-        frames = [
-            run_in_tiles(lambda part: [flow.latent(part)], frame, tile, margin, 1, [1])[0]
-            for frame in features.split(1)
-        ]
-        return torch.cat(frames)
+        def run(part: torch.Tensor) -> list[torch.Tensor]:
+            return [flow.latent(part)]
+
+        def run_tiled(frame: torch.Tensor) -> list[torch.Tensor]:
+            margin = flow.receptive_radius
+            tile = max(math.isqrt(self.pixel_budget) // stride, 2 * margin + 1)
+            return run_in_tiles(run, frame, tile, margin, 1, [1])
+
+        return self._within_budget(run, features, stride, run_tiled)[0]
 
     def anomaly_map(self, latents: list[torch.Tensor], image_size: tuple[int, int]) -> InferenceBatch:
         """Scores ``(N, 1)`` and anomaly maps ``(N, 1, H, W)`` of ``(H, W)`` images from their latents."""
