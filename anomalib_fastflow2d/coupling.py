@@ -259,8 +259,8 @@ class CouplingBlock(AllInOneBlock):
 
         The factors ``0.1`` and ``0.1 * g2`` and the offset ``b2`` are folded into the subnet's last convolution,
         so it gives ``(0.1 * a_s, 0.1 * g2 * a_t + b2)`` directly, and the active half becomes
-        ``x2 * exp(s + log g2) + 0.1 * g2 * a_t + b2``: fewer passes over memory than FrEIA's forward. Outside
-        exports the active half is updated in place.
+        ``x2 * exp(s + log g2) + 0.1 * g2 * a_t + b2``, updated in place: fewer passes over memory than FrEIA's
+        forward. Exports compute the same with :meth:`exported_forward`.
 
         Args:
             folded: This block's :meth:`fold`, computed with its current parameters.
@@ -278,27 +278,71 @@ class CouplingBlock(AllInOneBlock):
         # A slice, unlike torch.split's views, may be updated in place under autograd.
         log_scale, active_out = coefficients[:, :active_channels], coefficients[:, active_channels:]
         growth = torch.add(folded.log_active_scale, torch.tanh(log_scale), alpha=self.log_scale_bound).exp_()
-        # In place saves a pass over memory, but exports as a scatter between transposes, which OpenVINO runs as
-        # separate kernels (docs/benchmarks.md).
-        update = torch.addcmul if exporting() else torch.Tensor.addcmul_
-        active_out = update(active_out, active, growth)
+        active_out = active_out.addcmul_(active, growth)
         passive_out = torch.addcmul(folded.passive_offset, passive, folded.passive_scale)
         return self._permute_channels(torch.cat((passive_out, active_out), dim=1))
+
+    def exported_forward(
+        self, folded: FoldedCoupling, passive: torch.Tensor, active: torch.Tensor, next_split: list[int]
+    ) -> list[torch.Tensor]:
+        """:meth:`folded_forward` as exported graphs compute it: halves in, the next block's halves out.
+
+        OpenVINO's CPU plugin splits and concatenates the channels of its blocked layouts with reference kernels,
+        which took a tenth of the flows' time, so this graph has neither: the subnet's last convolution is two (the
+        log-scale rows, which the plugin fuses with ``tanh``, and the shift rows), and :meth:`permuted_pieces`
+        writes the next block's halves directly. The latents equal :meth:`folded_forward`'s.
+
+        Args:
+            folded: This block's :meth:`fold`.
+            passive: ``x1``, ``(N, C1, H, W)``.
+            active: ``x2``, ``(N, C2, H, W)``.
+            next_split: Channels of the pieces of the output to return: the next block's :attr:`channel_split`,
+                or ``[C]`` after the last block.
+
+        Returns:
+            The block's output ``(N, C, H, W)`` in pieces of ``next_split`` channels.
+        """
+        active_channels = self.channel_split[1]
+        first, last = self.subnet_convolutions
+        hidden = F.relu(first(passive))
+        weights, biases = folded.weight.split(active_channels), folded.bias.split(active_channels)
+        log_scale, shift = (
+            F.conv2d(hidden, weight, bias, padding=last.padding) for weight, bias in zip(weights, biases, strict=True)
+        )
+        growth = torch.add(folded.log_active_scale, torch.tanh(log_scale), alpha=self.log_scale_bound).exp()
+        passive_out = torch.addcmul(folded.passive_offset, passive, folded.passive_scale)
+        return self.permuted_pieces([passive_out, torch.addcmul(shift, active, growth)], next_split)
+
+    def permuted_pieces(self, halves: list[torch.Tensor], split: list[int]) -> list[torch.Tensor]:
+        """``P`` applied to the concatenated ``halves``, returned in pieces of ``split`` channels, by convolutions.
+
+        Each piece is the sum of two 1x1 convolutions by 0/1 blocks of ``P``, one per half: no concatenation, no
+        split, and exact, as each output sums one input times 1 and zeros.
+
+        Args:
+            halves: ``x1``-sized and ``x2``-sized maps, as :attr:`channel_split` splits the block's channels.
+            split: Channels of each piece; they sum to the block's channels.
+
+        Returns:
+            ``(P cat(halves))`` split into ``split``.
+        """
+        pieces = []
+        for rows in self.permutation().split(split):
+            blocks = rows.split(self.channel_split, dim=1)
+            first, second = (F.conv2d(half, block) for half, block in zip(halves, blocks, strict=True))
+            pieces.append(first + second)
+        return pieces
 
     def _permute_channels(self, features: torch.Tensor) -> torch.Tensor:
         """``P x``, keeping a channels-last layout channels-last.
 
-        On a contiguous tensor a gather copies whole channel planes. FrEIA's 1x1 convolution by ``P`` is kept where
-        it is faster (``docs/model.md`` gives the measurements), and it is exact, as each output sums one input
-        times 1:
-
-        - in exported graphs, where OpenVINO fuses the convolution with its neighbours and a gather would run
-          between transposes;
-        - on channels-last tensors with fewer than :data:`CHANNELS_LAST_GATHER_MIN` channels, where oneDNN's 1x1
-          convolution beats a gather within each pixel.
+        On a contiguous tensor a gather copies whole channel planes. On channels-last tensors with fewer than
+        :data:`CHANNELS_LAST_GATHER_MIN` channels FrEIA's 1x1 convolution by ``P`` is kept, as oneDNN's convolution
+        beats a gather within each pixel (``docs/model.md`` gives the measurements); it is exact, as each output
+        sums one input times 1.
         """
         channels_last = features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
-        if exporting() or (channels_last and features.shape[1] < CHANNELS_LAST_GATHER_MIN):
+        if channels_last and features.shape[1] < CHANNELS_LAST_GATHER_MIN:
             return _convolve_exactly(features, self.permutation())
         # The order is read from P at every call, so that it follows the matrix a checkpoint loads.
         order = self.permutation().flatten(1).argmax(dim=1)

@@ -141,9 +141,23 @@ class Flow2D(nn.Module):
         Returns:
             The latent map ``z`` of shape ``(N, C, H, W)``.
         """
-        for block, folded in zip(self._blocks(), self._folded_couplings(), strict=True):
+        blocks, folded_couplings = self._blocks(), self._folded_couplings()
+        if exporting():
+            return self._exported_latent(blocks, folded_couplings, features)
+        for block, folded in zip(blocks, folded_couplings, strict=True):
             features = block.folded_forward(folded, features)
         return features
+
+    @staticmethod
+    def _exported_latent(
+        blocks: list[CouplingBlock], folded_couplings: list[FoldedCoupling], features: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`latent` as a graph of halves: split once, each block writes the next one's halves."""
+        halves = list(torch.split(features, blocks[0].channel_split, dim=1))
+        next_splits = [block.channel_split for block in blocks[1:]] + [[features.shape[1]]]
+        for block, folded, next_split in zip(blocks, folded_couplings, next_splits, strict=True):
+            halves = block.exported_forward(folded, halves[0], halves[1], next_split)
+        return halves[0]
 
     def _blocks(self) -> list[CouplingBlock]:
         return [cast("CouplingBlock", block) for block in self.inn.module_list]

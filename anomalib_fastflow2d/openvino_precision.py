@@ -4,9 +4,10 @@
 """Which parts of an exported Fastflow2D graph need float32, and marking them so that OpenVINO keeps them there.
 
 The flows' latents need more than 8 bits, and more than bfloat16's 3 significant digits: every coupling's output
-goes through a 1x1 permutation convolution, and the anomaly map is ``exp`` of their mean square. INT8 quantisation
-leaves these nodes out (an NNCF ignored scope), and every OpenVINO export marks them ``precise`` so that the CPU
-plugin's bfloat16 default keeps them in float32 while the convolutions run in bfloat16.
+goes through 1x1 convolutions by blocks of a permutation matrix, and the anomaly map is ``exp`` of their mean
+square. INT8 quantisation leaves these nodes out (an NNCF ignored scope), and every OpenVINO export marks them
+``precise`` so that the CPU plugin's bfloat16 default keeps them in float32 while the subnets' convolutions run in
+bfloat16.
 """
 
 from pathlib import Path
@@ -19,13 +20,13 @@ if TYPE_CHECKING:
 def precision_sensitive_nodes(model: "Model") -> list["Node"]:
     """The nodes that need float32: the flows from their input on, but the subnets' convolutions.
 
-    That is the flows' input (the features' normalisation), the couplings' split, soft clamp (``tanh``), ``exp`` and
-    affine update, the channel permutations (1x1 convolutions by a 0/1 matrix, which carry the whole latent), the
-    latent squares, their channel mean and ``exp``, the map's resize, the image score and the normalisation. Found
-    from the graph's ``Tanh`` nodes, which only the couplings have: each one's subnet input comes from a split of the
-    block's input, and everything downstream of the first blocks' inputs is taken. So it needs no node names and
-    holds for every backbone. The subnets' other convolutions hold almost all of the flows' arithmetic and tolerate
-    low precision.
+    That is the flows' input (the features' normalisation), the first coupling's split, the soft clamps (``tanh``),
+    ``exp`` and affine updates, the channel permutations (1x1 convolutions by 0/1 blocks of a permutation matrix,
+    which carry the whole latent, and their sums), the latent squares, their channel mean and ``exp``, the map's
+    resize, the image score and the normalisation. Found from the graph's ``Tanh`` nodes, which only the couplings
+    have: the first coupling's subnet input comes from a split of the flow's input, and everything downstream of the
+    flows' inputs is taken. So it needs no node names and holds for every backbone. The subnets' convolutions (and
+    the ReLUs between them) hold almost all of the flows' arithmetic and tolerate low precision.
     """
     soft_clamps = [node for node in model.get_ordered_ops() if node.get_type_name() == "Tanh"]
     pending = soft_clamps + [_block_input(node) for node in soft_clamps]
@@ -40,19 +41,22 @@ def precision_sensitive_nodes(model: "Model") -> list["Node"]:
         node
         for node in reached.values()
         if node.get_type_name() not in _NOT_SENSITIVE
-        and (node.get_type_name() != "Convolution" or _is_permutation(node))
+        and (node.get_type_name() != "Convolution" or _is_channel_selection(node))
     ]
 
 
 def _block_input(soft_clamp: "Node") -> "Node":
-    """The first node of a coupling block's input, found upstream of the block's ``Tanh`` (``tanh`` itself if none).
+    """The first node of a flow's input, found upstream of its first coupling's ``Tanh`` (``tanh`` itself if none).
 
-    The path is ``split -> conv -> relu -> conv -> slice -> tanh``, with INT8's quantisers in between. Where the
+    The path is ``split -> conv -> relu -> conv -> tanh``, with INT8's quantisers in between; later couplings take
+    their halves from the previous one's convolutions, which are downstream of the flow's input anyway. Where the
     split's input is a normalisation (``MVN`` and its affine), its start is returned instead: the backbone's
     features are normalised there, so rounding them before it would be magnified.
     """
     node = soft_clamp
     for _ in range(_MAX_SUBNET_DEPTH):
+        if node.get_input_size() == 0:  # a later coupling's path reached a constant or the graph's input
+            break
         node = node.input_value(0).get_node()
         if node.get_type_name() in {"Split", "VariadicSplit"}:
             block_input = node.input_value(0).get_node()
@@ -72,14 +76,18 @@ _NORMALISATION = ("Add", "Multiply", "Reshape", "MVN")
 """Node types of a normalisation with an affine, as ``GroupNorm`` exports: reshape, ``MVN``, reshape, scale, shift."""
 
 _MAX_SUBNET_DEPTH = 12
-"""Nodes searched upstream of a coupling's ``tanh`` for its split: the subnet's five, quantisers, and slack."""
+"""Nodes searched upstream of a coupling's ``tanh`` for its split: the subnet's four, quantisers, and slack."""
 
-_NOT_SENSITIVE = frozenset({"Result", "FakeQuantize"})
-"""Node types never marked: outputs, and INT8's quantisers (which are the low-precision part by design)."""
+_NOT_SENSITIVE = frozenset({"Result", "FakeQuantize", "Relu"})
+"""Node types never marked: outputs, INT8's quantisers (the low-precision part by design), and the subnets' ReLUs,
+which are exact in any precision and sit between two low-precision convolutions: a mark there would only add
+conversions around them."""
 
 
-def _is_permutation(convolution: "Node") -> bool:
-    """Whether a convolution's weights are a constant 0/1 permutation matrix (one 1 per row and per column).
+def _is_channel_selection(convolution: "Node") -> bool:
+    """Whether a convolution's weights are a constant 0/1 block of a permutation matrix.
+
+    That is at most one 1 per row and per column, so that each output channel is one input channel or zero.
 
     FP16 weights reach the convolution through the ``Convert`` that decompresses them (``Constant -> Convert ->
     Convolution``); 0 and 1 are exact in float16, so the matrix is read from the constant behind it.
@@ -91,9 +99,9 @@ def _is_permutation(convolution: "Node") -> bool:
         return False
     matrix = weights.get_data().reshape(weights.get_output_shape(0)[0], -1)
     return (
-        matrix.shape[0] == matrix.shape[1]
-        and bool(((matrix == 0) | (matrix == 1)).all())
-        and bool((matrix.sum(axis=0) == 1).all() and (matrix.sum(axis=1) == 1).all())
+        bool(((matrix == 0) | (matrix == 1)).all())
+        and bool((matrix.sum(axis=1) <= 1).all())
+        and bool((matrix.sum(axis=0) <= 1).all())
     )
 
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn import functional as F  # noqa: N812
 
-from anomalib_fastflow2d import AnomalyMapGenerator
+from anomalib_fastflow2d import AnomalyMapGenerator, anomaly_map
 from anomalib_fastflow2d.anomaly_map import likelihood_score, resize_and_average
 
 
@@ -101,3 +101,13 @@ def test_resize_and_average_leaves_its_inputs_alone() -> None:
     assert average.shape == (2, 1, 6, 9)
     torch.testing.assert_close(average, torch.full((2, 1, 6, 9), 4.0))
     assert all(torch.equal(scale_map, copy) for scale_map, copy in zip(maps, copies, strict=True))
+
+
+def test_exports_average_the_resized_maps_as_a_stack_with_the_same_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    maps = [-torch.rand(2, 1, size, size) for size in (16, 8, 4)]
+    eager = resize_and_average(maps, (40, 48))
+    monkeypatch.setattr(anomaly_map, "exporting", lambda: True)
+    exported = resize_and_average(maps, (40, 48))
+    assert exported.shape == (2, 1, 40, 48)
+    torch.testing.assert_close(exported, eager, rtol=1e-6, atol=1e-7)

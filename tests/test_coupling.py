@@ -63,6 +63,29 @@ def test_folded_forward_equals_freias_block(block: CouplingBlock, memory_format:
     torch.testing.assert_close(output, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("num_pieces", [1, 2, 3])
+def test_permuted_pieces_are_the_permutation_by_a_gather_exactly(block: CouplingBlock, num_pieces: int) -> None:
+    channels = block.in_channels
+    split = [channels // num_pieces + (index < channels % num_pieces) for index in range(num_pieces)]
+    # float32 values of every magnitude: a product by 1 plus zeros is exact, a rounding anywhere would show.
+    features = torch.randn(2, channels, 5, 4) * torch.logspace(-20, 20, channels)[None, :, None, None]
+    halves = list(torch.split(features, block.channel_split, dim=1))
+    order = block.permutation().flatten(1).argmax(dim=1)
+    pieces = block.float().permuted_pieces(halves, split)
+    assert [piece.shape[1] for piece in pieces] == split
+    assert torch.equal(torch.cat(pieces, dim=1), features[:, order])
+
+
+def test_exported_forward_equals_the_folded_forward(block: CouplingBlock) -> None:
+    features = torch.randn(3, block.in_channels, 5, 4, dtype=torch.float64)
+    with torch.no_grad():
+        expected = block.folded_forward(block.fold(), features)
+        passive, active = torch.split(features, block.channel_split, dim=1)
+        pieces = block.exported_forward(block.fold(), passive, active, block.channel_split)
+    assert [piece.shape[1] for piece in pieces] == block.channel_split
+    torch.testing.assert_close(torch.cat(pieces, dim=1), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_freias_inverse_undoes_the_forward_and_the_block_pickles(block: CouplingBlock) -> None:
     features = torch.randn(2, block.in_channels, 3, 3, dtype=torch.float64)
     output, _ = block.forward_with_log_jacobian(features)

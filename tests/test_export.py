@@ -512,9 +512,10 @@ def test_fp16_keeps_the_permutations_precise_and_matches_pytorch_at_the_cpu_defa
 ) -> None:
     model = Fastflow2D.load_from_checkpoint(photo_checkpoint)
     path = model.to_openvino(tmp_path, compression_type=CompressionType.FP16)
-    # FP16 weights reach each convolution through a Convert; every coupling's 0/1 permutation is still marked.
+    # FP16 weights reach each convolution through a Convert; every coupling's 0/1 permutation blocks are still
+    # marked: from each half to each of the next coupling's halves (four), to the whole latent after the last (two).
     convolutions = [node for node in _marked(path) if node.get_type_name() == "Convolution"]
-    assert len(convolutions) == model.model.config.flow_steps * len(model.model.flows)  # one per coupling
+    assert len(convolutions) == (4 * (model.model.config.flow_steps - 1) + 2) * len(model.model.flows)
     assert {node.input_value(1).get_node().get_type_name() for node in convolutions} == {"Convert"}
 
     # The CPU default, and bfloat16 (the default on CPUs with AVX512-BF16 or AMX, whichever CPU runs the test).

@@ -10,6 +10,7 @@ from FrEIA.modules import AllInOneBlock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from anomalib_fastflow2d import flows
 from anomalib_fastflow2d.coupling import CHANNELS_LAST_GATHER_MIN
 from anomalib_fastflow2d.flows import AFFINE_CLAMPING, Flow2D, kernel_pattern, subnet_constructor
 
@@ -109,6 +110,21 @@ def test_channels_last_features_stay_channels_last_through_the_flow(channels: in
     assert latent.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(latent, freia, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(forward, freia, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels", [7, 64])
+def test_exported_latent_equals_the_eager_latent(channels: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(3)
+    flow = Flow2D(channels=channels, flow_steps=4, conv3x3_only=False, hidden_ratio=1.0)
+    with torch.no_grad():
+        for parameter in flow.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.1 * torch.randn_like(parameter))
+        features = torch.randn(2, channels, 9, 8)
+        eager = flow.latent(features)
+        monkeypatch.setattr(flows, "exporting", lambda: True)  # the graph torch's exporters trace
+        exported = flow.latent(features)
+    torch.testing.assert_close(exported, eager, rtol=1e-6, atol=1e-6)
 
 
 def test_latent_gradients_match_freias(flow: Flow2D) -> None:
