@@ -41,20 +41,43 @@ def resize_and_average(maps: Sequence[torch.Tensor], image_size: tuple[int, int]
     """Resize per-scale maps ``(N, 1, H_s, W_s)`` bilinearly to ``image_size`` ``(H, W)`` and average them.
 
     Resizing is linear, so each map is divided by the number of maps before it is resized, and the resized maps
-    are summed in place, without stacking full-size copies. Exports stack them: OpenVINO's CPU plugin keeps a sum of
-    resizes in the flows' channels-last layout, where the post-processor's element-wise steps over a single channel
-    run many times slower than on the planar map that a stack's mean gives.
+    are summed in place, without stacking full-size copies. Exports of fixed-size maps resize by matrix products
+    instead (:func:`resize_by_matrices`).
 
     Returns:
         ``(N, 1, H, W)``.
     """
-    if exporting():
-        return torch.stack([_bilinear(scale_map, image_size) for scale_map in maps]).mean(dim=0)
-    resized = (_bilinear(scale_map / len(maps), image_size) for scale_map in maps)
+    resize = resize_by_matrices if exporting() and _static(maps[0].shape[-2:], image_size) else _bilinear
+    resized = (resize(scale_map / len(maps), image_size) for scale_map in maps)
     average = next(resized)
     for scale_map in resized:
-        average = average.add_(scale_map)
+        average = average + scale_map if exporting() else average.add_(scale_map)
     return average
+
+
+def resize_by_matrices(scale_map: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """The bilinear resize of :func:`resize_and_average` as ``A_H @ map @ A_W^T``, for exported graphs.
+
+    ``A_H`` ``(H, H_s)`` and ``A_W`` ``(W, W_s)`` are the resize's matrices along each axis, obtained by resizing an
+    identity, so the values are ``F.interpolate``'s up to float rounding. OpenVINO's CPU plugin resizes a
+    single-channel map in the flows' channels-last layout and leaves the post-processor's element-wise steps in that
+    layout, where they run many times slower; two small matrix products give a planar map at a fraction of the
+    time.
+    """
+    rows = _resize_matrix(scale_map.shape[-2], image_size[0], scale_map)
+    columns = _resize_matrix(scale_map.shape[-1], image_size[1], scale_map)
+    return rows @ scale_map @ columns.T
+
+
+def _resize_matrix(size: int, new_size: int, like: torch.Tensor) -> torch.Tensor:
+    """``(new_size, size)``: row ``i`` holds the weights of the inputs that output ``i`` of a bilinear resize mixes."""
+    identity = torch.eye(size, dtype=like.dtype, device=like.device)[None, None]
+    return _bilinear(identity, (new_size, size))[0, 0]
+
+
+def _static(*sizes: Sequence[int]) -> bool:
+    """Whether sizes are plain integers, not an export's symbolic ones (which matrices cannot be built for)."""
+    return all(isinstance(value, int) for size in sizes for value in size)
 
 
 def _bilinear(scale_map: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_fastflow2d import AnomalyMapGenerator, anomaly_map
-from anomalib_fastflow2d.anomaly_map import likelihood_score, resize_and_average
+from anomalib_fastflow2d.anomaly_map import likelihood_score, resize_and_average, resize_by_matrices
 
 
 @pytest.mark.parametrize("image_size", [(32, 48), (256, 256), (37, 21)])
@@ -103,11 +103,17 @@ def test_resize_and_average_leaves_its_inputs_alone() -> None:
     assert all(torch.equal(scale_map, copy) for scale_map, copy in zip(maps, copies, strict=True))
 
 
-def test_exports_average_the_resized_maps_as_a_stack_with_the_same_values(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("image_size", [(40, 48), (12, 5)])  # up and down
+def test_exports_resize_by_matrices_to_the_same_values(
+    image_size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     torch.manual_seed(0)
-    maps = [-torch.rand(2, 1, size, size) for size in (16, 8, 4)]
-    eager = resize_and_average(maps, (40, 48))
+    maps = [-torch.rand(2, 1, 16, 20), -torch.rand(2, 1, 8, 10), -torch.rand(2, 1, 4, 5)]
+    eager = resize_and_average(maps, image_size)
     monkeypatch.setattr(anomaly_map, "exporting", lambda: True)
-    exported = resize_and_average(maps, (40, 48))
-    assert exported.shape == (2, 1, 40, 48)
+    exported = resize_and_average(maps, image_size)
+    assert exported.shape == (2, 1, *image_size)
     torch.testing.assert_close(exported, eager, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        resize_by_matrices(maps[1], image_size), F.interpolate(maps[1], size=image_size, mode="bilinear")
+    )
