@@ -1,22 +1,32 @@
 # Copyright (C) 2026 anomalib-fastflow2d developers
 # SPDX-License-Identifier: Apache-2.0
 
-"""Exported Fastflow2D against eager PyTorch: parity, image AUROC, file sizes and throughput.
+"""Exported Fastflow2D and anomalib's Fastflow against eager PyTorch: parity, AUROC, file sizes and throughput.
 
-The script trains Fastflow2D on the demo data, exports it to OpenVINO (FP32, FP16 weights, INT8 post-training
-quantisation) and ONNX, and measures each runtime on the demo test set:
+The script trains Fastflow2D and anomalib's ``Fastflow`` on the demo data (the same data, seed, epochs, backbone
+with random weights, and flow settings: Fastflow2D's preset for the backbone at ``--size``), exports each with the
+stock ``Engine.export`` (OpenVINO FP32, FP16 weights, INT8 post-training quantisation, ONNX; Fastflow only to FP32
+and INT8_PTQ) and measures each runtime on the demo test set:
 
-- parity with eager PyTorch: the largest ``pred_score`` and ``anomaly_map`` differences and how many
-  ``pred_label`` values agree;
-- image AUROC;
-- throughput: images/s of the whole graph (resize, normalisation, model, post-processing) at each batch size. The
-  variants take turns round by round, so that a busy machine slows them alike, and the median round is reported.
+- parity with the same model in eager PyTorch: the largest ``pred_score`` and ``anomaly_map`` differences and how
+  many ``pred_label`` values agree;
+- image and pixel AUROC;
+- throughput: images/s of the whole graph (resize, normalisation, model, post-processing) at each batch size. All
+  rows of both models take turns round by round, so that a busy machine slows them alike, and the median round is
+  reported.
 
 OpenVINO runs at ``INFERENCE_PRECISION_HINT=f32``, at ``bf16`` and at the CPU plugin's default, which is bf16 on
 CPUs that have it; "unmarked" is the same IR without the float32 marks of its precision-sensitive nodes, as
 the IR before marking would run. ``--data photos`` measures on non-square photographs with painted defects
 (:func:`fastflow2d_demo_data.generate_photo_dataset`) instead of the demo textures. The thresholds come
-from validation images that are not test images. The script exits non-zero if an export or a measurement fails.
+from validation images that are not test images.
+
+The first table has one row per model and runtime ("Fastflow2D OpenVINO FP32 (f32)", "Fastflow OpenVINO FP32
+(f32)", ...), with throughput also relative to the same model's eager PyTorch. The second, "Fastflow2D /
+Fastflow", gives the throughput ratio of every runtime both models run (eager, FP32 at f32 and at the CPU default,
+INT8 PTQ at the CPU default and at f32) at each batch size; the JSON holds these ratios as records of the model
+``"Fastflow2D / Fastflow"`` whose mode is the runtime. The script exits non-zero if an export or a measurement
+fails.
 
 Example:
     Run from the repository root::
@@ -31,7 +41,8 @@ import re
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,16 +54,24 @@ import torch
 from anomalib.data import AnomalibDataModule, Folder, MVTecAD
 from anomalib.deploy import CompressionType, ExportType
 from anomalib.engine import Engine
+from anomalib.models import AnomalibModule, Fastflow
 from lightning.pytorch import seed_everything
 from torchmetrics.functional.classification import binary_auroc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: the harness imports from the checkout
 
 from anomalib_fastflow2d import Fastflow2D
-from anomalib_fastflow2d.export import OPENVINO_F32_CONFIG
+from anomalib_fastflow2d.export import ONNX_OPSET, OPENVINO_F32_CONFIG
+from benchmarks.harness.adapters import (
+    Fastflow2DUnderTest,
+    FastflowUnderTest,
+    FlowSettings,
+    ModelUnderTest,
+    flow_settings,
+)
 from benchmarks.harness.environment import capture
 from benchmarks.harness.memory import MIB
-from benchmarks.harness.records import Record, markdown_table, write_report
+from benchmarks.harness.records import Record, markdown_table, non_finite, ratios, write_report
 from benchmarks.harness.timing import time_in_turns
 from fastflow2d_demo_data import generate_demo_dataset, generate_photo_dataset
 
@@ -62,11 +81,31 @@ PAUSE_S = 0.5
 Outputs = dict[str, np.ndarray]
 Runner = Callable[[np.ndarray], Outputs]
 
-MODE = "demo_test_set"
-"""The mode of every record: each runtime is measured on the demo test set."""
+CANDIDATE = Fastflow2DUnderTest.name
+"""The numerator of every throughput ratio: ``"Fastflow2D"``."""
+
+REFERENCE = FastflowUnderTest.name
+"""The denominator of every throughput ratio: anomalib's ``"Fastflow"``."""
+
+BUILDERS: dict[str, Callable[[FlowSettings], ModelUnderTest]] = {
+    CANDIDATE: Fastflow2DUnderTest,
+    REFERENCE: FastflowUnderTest,
+}
+"""How each model is built for training, from the shared flow settings."""
+
+EAGER = "PyTorch eager"
+"""The runtime every other runtime of the same model is compared with."""
+
+EXPORTS: dict[str, tuple[ExportType, CompressionType | None]] = {
+    "openvino_fp32": (ExportType.OPENVINO, None),
+    "openvino_fp16": (ExportType.OPENVINO, CompressionType.FP16),
+    "openvino_int8_ptq": (ExportType.OPENVINO, CompressionType.INT8_PTQ),
+    "onnx": (ExportType.ONNX, None),
+}
+"""The exports ``Engine.export`` makes, by name: export type and compression."""
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone", default="resnet18")
@@ -78,7 +117,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=2.0, help="time per variant and round")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=Path("results/export_speed.json"))
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def datamodule(root: Path) -> AnomalibDataModule:
@@ -116,7 +155,7 @@ def onnx_runtime_runner(path: Path) -> Runner:
     return lambda images: dict(zip(names, session.run(None, {"input": images}), strict=True))
 
 
-def eager_runner(model: Fastflow2D) -> Runner:
+def eager_runner(model: AnomalibModule) -> Runner:
     """Run the Lightning module (pre-processing, model, post-processing) under inference mode."""
 
     def run(images: np.ndarray) -> Outputs:
@@ -125,6 +164,35 @@ def eager_runner(model: Fastflow2D) -> Runner:
         return {name: value.numpy() for name, value in outputs._asdict().items() if value is not None}
 
     return run
+
+
+RUNTIMES: dict[str, tuple[str, Callable[[Path], Runner]] | None] = {
+    EAGER: None,
+    "OpenVINO FP32 (f32)": ("openvino_fp32", partial(openvino_runner, config=OPENVINO_F32_CONFIG)),
+    "OpenVINO FP32 (CPU default)": ("openvino_fp32", partial(openvino_runner, config={})),
+    "OpenVINO FP32 (bf16)": ("openvino_fp32", partial(openvino_runner, config={"INFERENCE_PRECISION_HINT": "bf16"})),
+    "OpenVINO FP32 unmarked (CPU default)": ("openvino_fp32", lambda path: openvino_runner(unmarked(path), {})),
+    "OpenVINO FP16 (f32)": ("openvino_fp16", partial(openvino_runner, config=OPENVINO_F32_CONFIG)),
+    "OpenVINO INT8 PTQ (f32)": ("openvino_int8_ptq", partial(openvino_runner, config=OPENVINO_F32_CONFIG)),
+    "OpenVINO INT8 PTQ (CPU default)": ("openvino_int8_ptq", partial(openvino_runner, config={})),
+    "ONNX Runtime": ("onnx", onnx_runtime_runner),
+}
+"""Every runtime, in table order: the export it runs (``None``: the checkpoint in eager PyTorch) and its runner."""
+
+MODEL_RUNTIMES: dict[str, tuple[str, ...]] = {
+    CANDIDATE: tuple(RUNTIMES),
+    REFERENCE: (
+        EAGER,
+        "OpenVINO FP32 (f32)",
+        "OpenVINO FP32 (CPU default)",
+        "OpenVINO INT8 PTQ (CPU default)",
+        "OpenVINO INT8 PTQ (f32)",
+    ),
+}
+"""The runtimes measured for each model: all for Fastflow2D; for anomalib's Fastflow those it is compared in."""
+
+ModelRunners = dict[str, tuple[Runner, Path | None]]
+"""A model's runners by runtime, each with the export it runs (``None`` for eager PyTorch)."""
 
 
 def throughput(runners: dict[str, Runner], batch: np.ndarray, rounds: int, seconds: float) -> dict[str, float]:
@@ -139,72 +207,125 @@ def throughput(runners: dict[str, Runner], batch: np.ndarray, rounds: int, secon
     return {name: statistics.median(len(batch) / per_call for per_call in turn.seconds) for name, turn in turns.items()}
 
 
-def main() -> int:
-    """Train, export, measure, write the JSON and print a markdown table."""
-    args = parse_args()
-    seed_everything(args.seed)
-    work = Path(tempfile.mkdtemp(prefix="export_speed_"))
-    if args.data == "photos":
-        root = generate_photo_dataset(
-            work / "data", image_size=(args.size * 3 // 4, args.size), num_test_normal=16, num_test_anomalous=16
-        )
-    else:
-        root = generate_demo_dataset(
-            work / "data",
-            categories=["brick"],
-            image_size=args.size,
-            num_train=48,
-            num_test_normal=24,
-            num_test_anomalous=24,
-            seed=args.seed,
-        )
-    options = {"backbone": args.backbone, "pre_trained": False, "input_size": (args.size, args.size)}
-    engine = Engine(max_epochs=args.epochs, accelerator="cpu", default_root_dir=work, logger=False)
-    engine.fit(Fastflow2D(**options), datamodule=datamodule(root))
-    checkpoint = work / "model.ckpt"
-    engine.trainer.save_checkpoint(checkpoint)
+def main(argv: Sequence[str] | None = None, model_runtimes: Mapping[str, Sequence[str]] = MODEL_RUNTIMES) -> int:
+    """Train, export, measure, write the JSON and print the two markdown tables.
 
-    def export(export_type: ExportType, compression: CompressionType | None = None) -> Path:
-        path = Engine(logger=False).export(
-            Fastflow2D(**options),
-            export_type,
-            work / f"{export_type.value}-{compression}",
-            compression_type=compression,
-            datamodule=datamodule(root),
-            ckpt_path=checkpoint,
-        )
-        if path is None:
-            msg = f"{export_type} export returned no path"
-            raise RuntimeError(msg)
-        return path
+    Args:
+        argv: The command line without the program name. Defaults to ``None``: ``sys.argv``.
+        model_runtimes: The runtimes of each model of :data:`BUILDERS` to measure, by model name; each includes
+            :data:`EAGER`. Defaults to :data:`MODEL_RUNTIMES`.
 
-    fp32, fp16 = export(ExportType.OPENVINO), export(ExportType.OPENVINO, CompressionType.FP16)
-    int8, onnx_file = export(ExportType.OPENVINO, CompressionType.INT8_PTQ), export(ExportType.ONNX)
-    model = Fastflow2D.load_from_checkpoint(checkpoint).eval()
-    runners: dict[str, tuple[Runner, Path | None]] = {
-        "PyTorch eager": (eager_runner(model), None),
-        "OpenVINO FP32 (f32)": (openvino_runner(fp32, OPENVINO_F32_CONFIG), fp32),
-        "OpenVINO FP32 (CPU default)": (openvino_runner(fp32, {}), fp32),
-        "OpenVINO FP32 (bf16)": (openvino_runner(fp32, {"INFERENCE_PRECISION_HINT": "bf16"}), fp32),
-        "OpenVINO FP32 unmarked (CPU default)": (openvino_runner(unmarked(fp32), {}), fp32),
-        "OpenVINO FP16 (f32)": (openvino_runner(fp16, OPENVINO_F32_CONFIG), fp16),
-        "OpenVINO INT8 PTQ (f32)": (openvino_runner(int8, OPENVINO_F32_CONFIG), int8),
-        "OpenVINO INT8 PTQ (CPU default)": (openvino_runner(int8, {}), int8),
-        "ONNX Runtime": (onnx_runtime_runner(onnx_file), onnx_file),
-    }
-    environment = capture(args.seed, torch.device("cpu"))  # before the runs: the commit they start with
-    records = measure(runners, root, args)
+    Returns:
+        0, or 1 if a measure is not finite.
+    """
+    args = parse_args(argv)
+    environment = capture(args.seed, torch.device("cpu"), argv)  # before the runs: the commit they start with
+    if missing := [name for name, runtimes in model_runtimes.items() if EAGER not in runtimes]:
+        msg = f"Every model needs {EAGER!r}, the reference of its parity figures; {missing} have none."
+        raise ValueError(msg)
+    flow = flow_settings(args.backbone, size=args.size)  # pre_trained=False: no model hub
+    with tempfile.TemporaryDirectory(prefix="export_speed_") as scratch:
+        work = Path(scratch)
+        root = generate_data(args, work / "data")
+        runners = {
+            name: train_and_export(name, runtimes, flow, root, work / name, args)
+            for name, runtimes in model_runtimes.items()
+        }
+        records = measure(runners, root, args)
+    throughput_ratios = compare(records, args.batch_sizes)
     sections = {
         "openvino_cpu_default_precision": str(openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")),
         "args": {name: str(value) for name, value in vars(args).items()},
+        "flow": asdict(flow),
     }
-    write_report(args.output, environment, records, sections)
+    write_report(args.output, environment, [*records, *throughput_ratios], sections)
     print(export_table(records, args.batch_sizes))  # noqa: T201 - the script's output
+    print(f"\n{CANDIDATE} / {REFERENCE}\n")  # noqa: T201
+    print(ratio_table(records, throughput_ratios, args.batch_sizes))  # noqa: T201
+    if failed := non_finite([*records, *throughput_ratios]):
+        print(f"Measures that are not finite: {failed}", file=sys.stderr)  # noqa: T201
+        return 1
     return 0
 
 
-def measure(runners: dict[str, tuple[Runner, Path | None]], root: Path, args: argparse.Namespace) -> list[Record]:
-    """Parity with eager PyTorch (the first runner), image AUROC, file size and throughput of every runner."""
+def generate_data(args: argparse.Namespace, folder: Path) -> Path:
+    """The demo textures or the photographs of ``--data``, at ``--size``; returns the dataset's root."""
+    if args.data == "photos":
+        return generate_photo_dataset(
+            folder, image_size=(args.size * 3 // 4, args.size), num_test_normal=16, num_test_anomalous=16
+        )
+    return generate_demo_dataset(
+        folder,
+        categories=["brick"],
+        image_size=args.size,
+        num_train=48,
+        num_test_normal=24,
+        num_test_anomalous=24,
+        seed=args.seed,
+    )
+
+
+def train_and_export(
+    name: str, runtimes: Sequence[str], flow: FlowSettings, root: Path, work: Path, args: argparse.Namespace
+) -> ModelRunners:
+    """Train the model from the same seed, export it as its runtimes need, and build each runtime's runner."""
+    seed_everything(args.seed)
+    engine = Engine(max_epochs=args.epochs, accelerator="cpu", default_root_dir=work, logger=False)
+    engine.fit(BUILDERS[name](flow).module, datamodule=datamodule(root))
+    checkpoint = work / "model.ckpt"
+    engine.trainer.save_checkpoint(checkpoint)
+    needed = dict.fromkeys(spec[0] for runtime in runtimes if (spec := RUNTIMES[runtime]) is not None)
+    exports = {export: export_model(restore(name, checkpoint, flow), export, root, work) for export in needed}
+    runners: ModelRunners = {}
+    for runtime in runtimes:
+        spec = RUNTIMES[runtime]
+        if spec is None:
+            runners[runtime] = (eager_runner(restore(name, checkpoint, flow).eval()), None)
+        else:
+            runners[runtime] = (spec[1](exports[spec[0]]), exports[spec[0]])
+    return runners
+
+
+def restore(name: str, checkpoint: Path, flow: FlowSettings) -> AnomalibModule:
+    """The trained model, loaded from its checkpoint as ``Engine.export(..., ckpt_path=...)`` loads it.
+
+    Anomalib's Fastflow keeps its input size only in its pre-processor, which its checkpoint does not rebuild, so it
+    is given again (``Engine.export`` with ``ckpt_path`` would load it at 256x256 and fail at any other size).
+    """
+    if name == REFERENCE:
+        return Fastflow.load_from_checkpoint(
+            checkpoint, pre_processor=Fastflow.configure_pre_processor(image_size=flow.input_size)
+        )
+    return Fastflow2D.load_from_checkpoint(checkpoint)
+
+
+def export_model(model: AnomalibModule, export: str, root: Path, work: Path) -> Path:
+    """Export with the stock ``Engine.export``, at the package's ONNX opset for both models.
+
+    Anomalib's Fastflow exports at opset 14 by default, below what torch's exporter implements: the down-conversion
+    fails and logs a traceback.
+    """
+    export_type, compression = EXPORTS[export]
+    path = Engine(logger=False).export(
+        model,
+        export_type,
+        work / export,
+        compression_type=compression,
+        datamodule=datamodule(root),
+        onnx_kwargs={"opset_version": ONNX_OPSET},
+    )
+    if path is None:
+        msg = f"{export} export returned no path"
+        raise RuntimeError(msg)
+    return path
+
+
+def measure(runners: Mapping[str, ModelRunners], root: Path, args: argparse.Namespace) -> list[Record]:
+    """Parity with the same model's eager PyTorch, AUROC, file size and throughput of every model and runtime.
+
+    Every runner of every model is timed in the same rounds. Each record's model is the model's name, its mode the
+    runtime's.
+    """
     test = datamodule(root)
     test.setup("test")
     batches = list(test.test_dataloader())
@@ -212,11 +333,11 @@ def measure(runners: dict[str, tuple[Runner, Path | None]], root: Path, args: ar
     labels = torch.cat([batch.gt_label for batch in batches]).int()
     masks = torch.cat([batch.gt_mask for batch in batches]).reshape(len(images), 1, *images.shape[-2:]).float()
     masks = torch.nn.functional.interpolate(masks, size=(args.size, args.size), mode="nearest").int().flatten()
-    results = {name: runner(images) for name, (runner, _) in runners.items()}
-    reference = results["PyTorch eager"]
+    rows = {(model, runtime): entry for model, entries in runners.items() for runtime, entry in entries.items()}
+    results = {key: runner(images) for key, (runner, _) in rows.items()}
     rates = {
         batch_size: throughput(
-            {name: runner for name, (runner, _) in runners.items()},
+            {row_name(*key): runner for key, (runner, _) in rows.items()},
             np.ascontiguousarray(images[np.arange(batch_size) % len(images)]),
             args.rounds,
             args.seconds,
@@ -225,16 +346,21 @@ def measure(runners: dict[str, tuple[Runner, Path | None]], root: Path, args: ar
     }
     return [
         Record(
-            name,
-            MODE,
+            model,
+            runtime,
             {
                 **files_mib(path),
-                **parity(results[name], reference, labels, masks),
-                **{f"images_per_s_batch{size}": rates[size][name] for size in args.batch_sizes},
+                **parity(results[model, runtime], results[model, EAGER], labels, masks),
+                **{f"images_per_s_batch{size}": rates[size][row_name(model, runtime)] for size in args.batch_sizes},
             },
         )
-        for name, (_, path) in runners.items()
+        for (model, runtime), (_, path) in rows.items()
     ]
+
+
+def row_name(model: str, runtime: str) -> str:
+    """A row's name in the tables and the timing, e.g. ``"Fastflow2D OpenVINO FP32 (f32)"``."""
+    return f"{model} {runtime}"
 
 
 def parity(outputs: Outputs, reference: Outputs, labels: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
@@ -257,16 +383,36 @@ def files_mib(path: Path | None) -> dict[str, float]:
     return {} if path is None else {"file_mib": sum(file.stat().st_size for file in path.parent.iterdir()) / MIB}
 
 
-def export_table(records: list[Record], batch_sizes: list[int]) -> str:
-    """The records as a markdown table, with throughput also relative to eager PyTorch (the first record)."""
-    eager = records[0].values
+def compare(records: Sequence[Record], batch_sizes: Sequence[int]) -> list[Record]:
+    """Fastflow2D's images/s over Fastflow's at each batch size, for every runtime both ran, in table order.
+
+    The records are those of :func:`~benchmarks.harness.records.ratios`: model ``"Fastflow2D / Fastflow"``, mode the
+    runtime, one ``images_per_s_batch<N>`` value per batch size.
+    """
+    measures = [f"images_per_s_batch{size}" for size in batch_sizes]
+    modes = {model: {record.mode for record in records if record.model == model} for model in (CANDIDATE, REFERENCE)}
+    shared = modes[CANDIDATE] & modes[REFERENCE]
+    rates = [
+        Record(record.model, record.mode, {measure: record.values[measure] for measure in measures})
+        for record in records
+        if record.model in {CANDIDATE, REFERENCE} and record.mode in shared
+    ]
+    return ratios(rates, CANDIDATE, REFERENCE)
+
+
+def export_table(records: list[Record], batch_sizes: Sequence[int]) -> str:
+    """The records as a markdown table, with throughput also relative to the same model's eager PyTorch."""
+    eager = {record.model: record.values for record in records if record.mode == EAGER}
     rows = []
     for record in records:
         values = record.values
-        rates = [(values[f"images_per_s_batch{size}"], eager[f"images_per_s_batch{size}"]) for size in batch_sizes]
+        rates = [
+            (values[f"images_per_s_batch{size}"], eager[record.model][f"images_per_s_batch{size}"])
+            for size in batch_sizes
+        ]
         rows.append(
             [
-                record.model,
+                row_name(record.model, record.mode),
                 f"{values['file_mib']:.1f}" if "file_mib" in values else "-",
                 f"{values['max_score_diff']:.1e}",
                 f"{values['max_map_diff']:.1e}",
@@ -278,6 +424,21 @@ def export_table(records: list[Record], batch_sizes: list[int]) -> str:
         )
     header = ["Runtime", "Files MB", "max score diff", "max map diff", "labels equal", "AUROC", "pixel AUROC"]
     return markdown_table([*header, *(f"img/s batch {size} (x eager)" for size in batch_sizes)], rows)
+
+
+def ratio_table(records: Sequence[Record], throughput_ratios: Sequence[Record], batch_sizes: Sequence[int]) -> str:
+    """The throughput ratios of :func:`compare` as a markdown table, each beside the two rates it divides."""
+    by_key = {(record.model, record.mode): record.values for record in records}
+    rows = []
+    for ratio in throughput_ratios:
+        cells = []
+        for size in batch_sizes:
+            measure = f"images_per_s_batch{size}"
+            candidate, reference = by_key[CANDIDATE, ratio.mode][measure], by_key[REFERENCE, ratio.mode][measure]
+            cells.append(f"{ratio.values[measure]:.2f} ({candidate:.1f} / {reference:.1f})")
+        rows.append([ratio.mode, *cells])
+    header = [f"batch {size}: ratio ({CANDIDATE} / {REFERENCE} img/s)" for size in batch_sizes]
+    return markdown_table(["Runtime", *header], rows, [False, *[True] * len(batch_sizes)])
 
 
 if __name__ == "__main__":

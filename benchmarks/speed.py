@@ -13,11 +13,11 @@ Modes:
     ``train``: images/s and wall time of the training epochs after the first (from an epoch's start to its last
         optimizer step, so validation is left out), the first epoch's time, and peak memory of the fit.
     ``test``: image and pixel AUROC on the demo test set after that training.
-    ``eager_batch1``, ``eager_batch32``: eval forward of the trained torch model (backbone, flows, anomaly map)
-        on one batch of pre-processed size, under ``torch.inference_mode``: the median of timed runs after
-        warm-up. The two models take turns run by run, so that a busy machine slows both alike. Pre- and
-        post-processing are the same for both models and are left out. Fastflow2D runs through its torch
-        model, so a ``compile_mode`` given with ``--fastflow2d-arg`` is used.
+    ``eager_batch1``, ``eager_batch8``, ``eager_batch32``: eval forward of the trained torch model (backbone,
+        flows, anomaly map) on one batch of pre-processed size, under ``torch.inference_mode``: the median of
+        timed runs after warm-up. The two models take turns run by run, so that a busy machine slows both alike.
+        Pre- and post-processing are the same for both models and are left out. Fastflow2D runs through its
+        torch model, so a ``compile_mode`` given with ``--fastflow2d-arg`` is used.
     ``train_step_batch32``: one optimizer step (backbone, flows, loss, backward, Adam) on a fixed batch of 32
         images, timed like the eager modes. Fastflow2D's backbone runs here too: the step leaves the feature
         cache out, whose gain shows in the ``train`` mode.

@@ -21,8 +21,8 @@ TINY_FLOW = FlowSettings(
 
 
 def test_modes_are_listed_in_table_order() -> None:
-    assert MODES[:5] == ("train", "test", "eager_batch1", "eager_batch32", "train_step_batch32")
-    assert MODES[5:] == tuple(
+    assert MODES[:6] == ("train", "test", "eager_batch1", "eager_batch8", "eager_batch32", "train_step_batch32")
+    assert MODES[6:] == tuple(
         f"openvino_{weights}_batch{size}" for weights in ("fp32", "fp16", "int8") for size in (1, 32)
     )
 

@@ -84,6 +84,7 @@ def test_quick_run_writes_every_record_with_finite_values(tmp_path: Path) -> Non
         "train": {"images_per_s", "epoch_s", "first_epoch_s", "peak_memory_mib"},
         "test": {"image_auroc", "pixel_auroc"},
         "eager_batch1": {"images_per_s", "latency_ms", "peak_memory_mib"},
+        "eager_batch8": {"images_per_s", "latency_ms", "peak_memory_mib"},
         "eager_batch32": {"images_per_s", "latency_ms", "peak_memory_mib"},
         "train_step_batch32": {"images_per_s", "latency_ms", "peak_memory_mib"},
     }

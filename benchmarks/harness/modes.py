@@ -24,7 +24,7 @@ from benchmarks.harness.settings import RunSettings, autocast
 from benchmarks.harness.timing import Turns, synchronizer, time_in_turns
 from benchmarks.harness.training import train_and_test
 
-EAGER_BATCH_SIZES = (1, 32)
+EAGER_BATCH_SIZES = (1, 8, 32)
 """Batch sizes of the eager inference modes."""
 
 TRAIN_STEP_BATCH_SIZE = 32
