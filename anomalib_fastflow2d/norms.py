@@ -47,6 +47,21 @@ def standardise_in_layout(features: torch.Tensor, eps: float = NORM_EPS) -> torc
     return ((features - mean) * torch.rsqrt(variance + eps)).to(features.dtype)
 
 
+def layer_norm_in_layout(
+    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = NORM_EPS
+) -> torch.Tensor:
+    """``LayerNorm([C, H, W])`` of ``(N, C, H, W)`` features with affine maps ``(C, H, W)``, keeping the layout.
+
+    Channels-last features are normalised as their ``(N, H, W, C)`` view, with the maps permuted to match: a
+    per-position affine broadcast across the two layouts would run many times slower than the whole norm.
+    """
+    if features.is_contiguous() or not features.is_contiguous(memory_format=torch.channels_last):
+        return F.layer_norm(features, features.shape[1:], weight, bias, eps)
+    pixels_last = features.permute(0, 2, 3, 1)
+    weight, bias = (affine.permute(1, 2, 0).contiguous() for affine in (weight, bias))
+    return F.layer_norm(pixels_last, pixels_last.shape[1:], weight, bias, eps).permute(0, 3, 1, 2)
+
+
 class ChannelNorm(nn.Module):
     """``GroupNorm(1, C)``: standardise each sample, then scale and shift each channel.
 
@@ -97,7 +112,12 @@ class PositionNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_channels, *feature_size))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Normalise ``(N, C, H, W)`` features; ``(H, W)`` need not be the training feature size."""
+        """Normalise ``(N, C, H, W)`` features; ``(H, W)`` need not be the training feature size.
+
+        At the training size this is one ``layer_norm`` kernel, in the features' own layout.
+        """
+        if not exporting() and tuple(features.shape[-2:]) == tuple(self.weight.shape[-2:]):
+            return layer_norm_in_layout(features, self.weight, self.bias)
         weight, bias = self.affine(features.shape[-2:])
         return standardise(features) * weight + bias
 

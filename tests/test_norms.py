@@ -41,6 +41,19 @@ def test_position_norm_at_the_training_size_is_anomalibs_layer_norm() -> None:
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_position_norm_at_the_training_size_keeps_the_layout_and_equals_the_standardised_affine(
+    memory_format: torch.memory_format,
+) -> None:
+    torch.manual_seed(0)
+    norm = _randomised(PositionNorm(6, feature_size=(5, 7)))
+    features = 3 * torch.randn(2, 6, 5, 7) + 1
+    expected = F.group_norm(features, 1) * norm.weight + norm.bias
+    normalised = norm(features.contiguous(memory_format=memory_format))
+    assert normalised.is_contiguous(memory_format=memory_format)
+    torch.testing.assert_close(normalised, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_position_norm_resizes_its_maps_bilinearly_at_other_sizes() -> None:
     torch.manual_seed(0)
     norm = _randomised(PositionNorm(4, feature_size=(8, 8)))
