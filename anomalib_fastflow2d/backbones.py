@@ -12,6 +12,9 @@ without hub access. A hub that cannot be reached fails at once with both fixes n
 retries.
 """
 
+import copy
+import itertools
+import logging
 import os
 import socket
 from collections.abc import Iterator, Sequence
@@ -24,12 +27,16 @@ import timm
 import torch
 from timm.models._features import FeatureGetterNet, FeatureInfo
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .coupling import exporting
 from .presets import BackboneKind
 
 if TYPE_CHECKING:
     from timm.layers import PatchEmbed
 
+
+log = logging.getLogger(__name__)
 
 HUB_PROBE_TIMEOUT_S = 3.0
 """How long to wait for the model hub's TCP handshake before declaring it unreachable."""
@@ -165,6 +172,26 @@ def _check_weights_fit(name: str, path: Path) -> None:
         raise ValueError(msg)
 
 
+def fold_batch_norms(network: nn.Module) -> int:
+    """Fold each ``BatchNorm2d`` that a ``Conv2d`` is registered just before into that convolution, in place.
+
+    A frozen backbone's batch norms are fixed affine maps, so the convolution's weights and bias can absorb them;
+    the norms become identities. Pairs are read from the order in which modules register their children, which is
+    the order they run in timm's CNNs; :class:`FeatureExtractor` checks the result against the network on a probe.
+
+    Returns:
+        How many norms were folded.
+    """
+    folded = 0
+    for parent in list(network.modules()):
+        for (conv_name, conv), (norm_name, norm) in itertools.pairwise(list(parent.named_children())):
+            if isinstance(conv, nn.Conv2d) and type(norm) is nn.BatchNorm2d and norm.num_features == conv.out_channels:
+                setattr(parent, conv_name, fuse_conv_bn_eval(conv, norm))
+                setattr(parent, norm_name, nn.Identity())
+                folded += 1
+    return folded
+
+
 class FeatureExtractor(nn.Module):
     """A frozen timm backbone that returns a list of feature maps, coarsest last.
 
@@ -208,6 +235,10 @@ class FeatureExtractor(nn.Module):
         self.strides: list[int] = list(feature_info.reduction())
         self.network.requires_grad_(requires_grad=False)
         self.network.eval()
+        # The network with its batch norms folded (a plain list, so neither a submodule nor a state-dict key), and
+        # the weights' and statistics' (address, version) it was folded from.
+        self._folded: list[nn.Module] = []
+        self._folded_from: tuple[tuple[int, int], ...] = ()
 
     def _create_network(self, pre_trained: bool, backbone_weights: str | os.PathLike[str] | None) -> nn.Module:
         if self.kind is BackboneKind.VIT:
@@ -263,4 +294,43 @@ class FeatureExtractor(nn.Module):
             )
             raise ValueError(msg)
         with torch.no_grad():
-            return list(self.network(images))
+            return list(self._network_for_inference()(images))
+
+    def _network_for_inference(self) -> nn.Module:
+        """The CNN with its batch norms folded (:func:`fold_batch_norms`), refolded when a weight or statistic changes.
+
+        Eager runs only: exports and compiled graphs take :attr:`network`, whose norms OpenVINO and the compiler
+        fold themselves. Folding saves the norms' passes over every feature map. A network whose folded copy
+        differs from it on a probe image (a norm registered beside a convolution that it does not follow) runs
+        unfolded.
+        """
+        if self.kind is not BackboneKind.CNN or exporting() or torch.compiler.is_compiling():
+            return self.network
+        tensors = [*self.network.parameters(), *self.network.buffers()]
+        # Weights made under torch.inference_mode() keep no version counter, so a load could not be told apart.
+        if any(tensor.is_inference() for tensor in tensors):
+            return self.network
+        source = tuple((tensor.data_ptr(), tensor._version) for tensor in tensors)  # noqa: SLF001
+        if source != self._folded_from:
+            self._folded, self._folded_from = [self._checked_fold()], source
+        return self._folded[0]
+
+    def _checked_fold(self) -> nn.Module:
+        folded = copy.deepcopy(self.network)
+        if fold_batch_norms(folded) == 0:
+            return self.network
+        parameter = next(self.network.parameters())
+        probe = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(parameter)
+        with torch.no_grad():
+            expected, found = self.network(probe), folded(probe)
+        for want, got in zip(expected, found, strict=True):
+            if not torch.allclose(got, want, rtol=1e-3, atol=1e-3 * float(want.abs().max())):
+                log.debug("Backbone %r runs with its batch norms: folded, it differs on a probe.", self.backbone)
+                return self.network
+        return folded
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the folded copy, which is rebuilt on first use."""
+        state = self.__dict__.copy()
+        state["_folded"], state["_folded_from"] = [], ()
+        return state

@@ -1,6 +1,7 @@
 # Copyright (C) 2026 anomalib-fastflow2d developers
 # SPDX-License-Identifier: Apache-2.0
 
+import copy
 import time
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 import timm
 import torch
 from huggingface_hub import constants
+from torch import nn
 
 from anomalib_fastflow2d import (
     BackboneKind,
@@ -16,6 +18,7 @@ from anomalib_fastflow2d import (
     FeatureExtractor,
     resolve,
 )
+from anomalib_fastflow2d.backbones import fold_batch_norms
 
 
 def _resnet18(**kwargs: object) -> FeatureExtractor:
@@ -96,3 +99,58 @@ def test_deit_runs_at_other_input_sizes() -> None:
         "deit_tiny_distilled_patch16_224", BackboneKind.VIT, (7,), pre_trained=False, dynamic_size=True
     )
     assert extractor(torch.randn(1, 3, 192, 320))[0].shape == (1, 192, 12, 20)
+
+
+def _randomise_batch_norms(network: nn.Module) -> None:
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.normal_()
+                module.bias.normal_()
+
+
+def test_eager_features_fold_the_batch_norms_and_follow_loaded_statistics() -> None:
+    torch.manual_seed(0)
+    extractor = _resnet18(pre_trained=False)
+    _randomise_batch_norms(extractor.network)
+    keys = set(extractor.state_dict())
+    images = torch.rand(2, 3, 64, 64)
+    features = extractor(images)
+    (folded,) = extractor._folded  # the copy that ran
+    assert not any(isinstance(module, nn.BatchNorm2d) for module in folded.modules())
+    assert set(extractor.state_dict()) == keys  # checkpoints keep timm's layout
+    with torch.no_grad():
+        unfolded = list(extractor.network(images))
+    for got, want in zip(features, unfolded, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    # New statistics (a checkpoint's, say) are folded anew.
+    other = _resnet18(pre_trained=False)
+    _randomise_batch_norms(other.network)
+    extractor.load_state_dict(other.state_dict())
+    for got, want in zip(extractor(images), other(images), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
+class _NormRegisteredBesideItsConvolution(nn.Module):
+    """A convolution registered just before a norm that normalises something else: not a pair to fold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.norm = nn.BatchNorm2d(3)
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return [self.conv(images) + self.norm(images)]
+
+
+def test_a_network_that_folding_would_change_runs_unfolded() -> None:
+    extractor = _resnet18(pre_trained=False)
+    extractor.network = _NormRegisteredBesideItsConvolution().eval()
+    _randomise_batch_norms(extractor.network)
+    assert fold_batch_norms(copy.deepcopy(extractor.network)) == 1  # it would pair them
+    images = torch.rand(2, 3, 8, 8)
+    (features,) = extractor(images)
+    assert extractor._folded == [extractor.network]  # the probe refused the folded copy
+    torch.testing.assert_close(features, extractor.network(images)[0].detach())
