@@ -18,7 +18,7 @@ class Record:
     """The measures of one model (or runtime) in one mode.
 
     Attributes:
-        model: What was measured, e.g. ``"Fastflow2D"`` or ``"OpenVINO FP32 (f32)"``.
+        model: What was measured, e.g. ``"Fastflow2D"`` or ``"Fastflow2D / Fastflow"``.
         mode: How it was measured, e.g. ``"eager_batch1"``.
         values: Each measure's value, by measure name.
         details: What explains the values but is no measure (a flag, an error message, a loss curve); neither
