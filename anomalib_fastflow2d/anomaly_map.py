@@ -51,7 +51,7 @@ def resize_and_average(maps: Sequence[torch.Tensor], image_size: tuple[int, int]
     resized = (resize(scale_map / len(maps), image_size) for scale_map in maps)
     average = next(resized)
     for scale_map in resized:
-        average = average + scale_map if exporting() else average.add_(scale_map)
+        average = average.add_(scale_map)
     return average
 
 

@@ -287,14 +287,28 @@ class FeatureExtractor(nn.Module):
         Returns:
             One ``(N, C_i, H / s_i, W / s_i)`` map per feature stage.
         """
-        if self.fixed_input_size is not None and tuple(images.shape[-2:]) != self.fixed_input_size:
+        self._check_input_size((images.shape[-2], images.shape[-1]))
+        with torch.no_grad():
+            return list(self._network_for_inference()(images))
+
+    def feature_shapes(self, image_size: tuple[int, int]) -> list[torch.Size]:
+        """Shape ``(C_i, H_i, W_i)`` of each feature map for ``(H, W)`` images, from the network on a blank image.
+
+        The network's own pass (nothing is folded for it), so padding and patch arithmetic are the backbone's.
+        """
+        self._check_input_size(image_size)
+        parameter = next(self.network.parameters())
+        probe = torch.zeros(1, 3, *image_size, device=parameter.device, dtype=parameter.dtype)
+        with torch.no_grad():
+            return [feature.shape[1:] for feature in self.network(probe)]
+
+    def _check_input_size(self, size: tuple[int, int]) -> None:
+        if self.fixed_input_size is not None and tuple(size) != self.fixed_input_size:
             msg = (
-                f"This backbone only runs at input size {self.fixed_input_size}, got {tuple(images.shape[-2:])}. "
+                f"This backbone only runs at input size {self.fixed_input_size}, got {tuple(size)}. "
                 f"Resize images to {self.fixed_input_size} in the pre-processor."
             )
             raise ValueError(msg)
-        with torch.no_grad():
-            return list(self._network_for_inference()(images))
 
     def _network_for_inference(self) -> nn.Module:
         """The CNN with its batch norms folded (:func:`fold_batch_norms`), refolded when a weight or statistic changes.

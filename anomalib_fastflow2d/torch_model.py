@@ -405,13 +405,8 @@ class Fastflow2DModel(nn.Module):
         return [cast("Flow2D", flow).inverse(latent) for flow, latent in zip(self.flows, latents, strict=True)]
 
     def feature_shapes(self, image_size: tuple[int, int]) -> list[torch.Size]:
-        """Shape ``(C_s, H_s, W_s)`` of each scale's features for ``(H, W)`` images.
-
-        Read from one backbone pass on a blank image, so padding and patch arithmetic match the backbone's own.
-        """
-        parameter = next(self.feature_extractor.parameters())
-        probe = torch.zeros(1, 3, *image_size, device=parameter.device, dtype=parameter.dtype)
-        return [feature.shape[1:] for feature in self.feature_extractor(probe)]
+        """Shape ``(C_s, H_s, W_s)`` of each scale's features for ``(H, W)`` images, from a pass on a blank image."""
+        return self.feature_extractor.feature_shapes(image_size)
 
     def sample(
         self,
