@@ -29,7 +29,7 @@ from timm.models._features import FeatureGetterNet, FeatureInfo
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .coupling import exporting
+from .coupling import exporting, tensor_versions
 from .presets import BackboneKind
 
 if TYPE_CHECKING:
@@ -320,11 +320,9 @@ class FeatureExtractor(nn.Module):
         """
         if self.kind is not BackboneKind.CNN or exporting() or torch.compiler.is_compiling():
             return self.network
-        tensors = [*self.network.parameters(), *self.network.buffers()]
-        # Weights made under torch.inference_mode() keep no version counter, so a load could not be told apart.
-        if any(tensor.is_inference() for tensor in tensors):
+        source = tensor_versions([*self.network.parameters(), *self.network.buffers()])
+        if source is None:
             return self.network
-        source = tuple((tensor.data_ptr(), tensor._version) for tensor in tensors)  # noqa: SLF001
         if source != self._folded_from:
             self._folded, self._folded_from = [self._checked_fold()], source
         return self._folded[0]

@@ -20,7 +20,7 @@ fails with the field's name instead of the latents drifting. Internal to :class:
 nothing here is exported from the package.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib.metadata import version
 from typing import Any, NamedTuple, cast
 
@@ -53,6 +53,19 @@ class AtLeastFloat32(nn.Module):
 def exporting() -> bool:
     """Whether the model is being traced into a graph for another runtime (ONNX, OpenVINO, TorchScript)."""
     return torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
+def tensor_versions(tensors: Iterable[torch.Tensor]) -> tuple[tuple[int, int], ...] | None:
+    """Each tensor's ``(address, version)``: the key of a cache of values derived from them, or ``None`` if none holds.
+
+    In-place updates and loads bump a tensor's version; moves and casts change its address. Tensors made under
+    ``torch.inference_mode()`` (a model built or loaded in a serving process) keep no version counter, so an in-place
+    load could not be told apart: for them there is no key, and the values must be derived on every call.
+    """
+    tensors = list(tensors)
+    if any(tensor.is_inference() for tensor in tensors):
+        return None
+    return tuple((tensor.data_ptr(), tensor._version) for tensor in tensors)  # noqa: SLF001
 
 
 def _softplus_scale(pre_activation: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch
 from FrEIA.framework import SequenceINN
 from torch import nn
 
-from .coupling import AtLeastFloat32, CouplingBlock, FoldedCoupling, exporting
+from .coupling import AtLeastFloat32, CouplingBlock, FoldedCoupling, exporting, tensor_versions
 
 AFFINE_CLAMPING = 2.0
 """Bound on the coupling's log-scale (FrEIA's ``affine_clamping``): keeps ``exp(s)`` finite early in training."""
@@ -163,14 +163,9 @@ class Flow2D(nn.Module):
         return [cast("CouplingBlock", block) for block in self.inn.module_list]
 
     def _folded_couplings(self) -> list[FoldedCoupling]:
-        parameters = list(self.inn.parameters())
-        # Parameters made under torch.inference_mode() (a model built or loaded in a serving process) keep no
-        # version counter, so an in-place load could not be told from the folded copy: fold on every call.
-        uncacheable = any(parameter.is_inference() for parameter in parameters)
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or exporting() or uncacheable:
+        source = tensor_versions(self.inn.parameters())
+        if source is None or torch.is_grad_enabled() or torch.compiler.is_compiling() or exporting():
             return [block.fold() for block in self._blocks()]
-        # In-place updates and loads bump a tensor's version; moves and casts change its address.
-        source = tuple((parameter.data_ptr(), parameter._version) for parameter in parameters)  # noqa: SLF001
         if source != self._folded_from:
             self._folded = [block.fold() for block in self._blocks()]
             self._folded_from = source
