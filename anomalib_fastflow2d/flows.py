@@ -163,8 +163,11 @@ class Flow2D(nn.Module):
         return [cast("CouplingBlock", block) for block in self.inn.module_list]
 
     def _folded_couplings(self) -> list[FoldedCoupling]:
+        # Traced graphs (compile, export) hold fake tensors without an address: they fold in the graph.
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or exporting():
+            return [block.fold() for block in self._blocks()]
         source = tensor_versions(self.inn.parameters())
-        if source is None or torch.is_grad_enabled() or torch.compiler.is_compiling() or exporting():
+        if source is None:
             return [block.fold() for block in self._blocks()]
         if source != self._folded_from:
             self._folded = [block.fold() for block in self._blocks()]
