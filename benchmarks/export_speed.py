@@ -4,9 +4,9 @@
 """Exported Fastflow2D and anomalib's Fastflow against eager PyTorch: parity, AUROC, file sizes and throughput.
 
 The script trains Fastflow2D and anomalib's ``Fastflow`` on the demo data (the same data, seed, epochs, backbone
-with random weights, and flow settings: Fastflow2D's preset for the backbone at ``--size``), exports each with the
-stock ``Engine.export`` (OpenVINO FP32, FP16 weights, INT8 post-training quantisation, ONNX; Fastflow only to FP32
-and INT8_PTQ) and measures each runtime on the demo test set:
+with random weights, and flow settings: Fastflow2D's preset for the backbone at ``--size``, with ``--flow-steps``
+couplings if given), exports each with the stock ``Engine.export`` (OpenVINO FP32, FP16 weights, INT8 post-training
+quantisation, ONNX; Fastflow only to FP32 and INT8_PTQ) and measures each runtime on the demo test set:
 
 - parity with the same model in eager PyTorch: the largest ``pred_score`` and ``anomaly_map`` differences and how
   many ``pred_label`` values agree;
@@ -112,6 +112,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", choices=["demo", "photos"], default="demo", help="demo textures or photographs")
     parser.add_argument("--size", type=int, default=256, help="demo image and model input size")
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--flow-steps", type=int, help="coupling blocks per scale. Default: the preset's")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--rounds", type=int, default=9, help="timing rounds; the median is reported")
     parser.add_argument("--seconds", type=float, default=2.0, help="time per variant and round")
@@ -223,7 +224,7 @@ def main(argv: Sequence[str] | None = None, model_runtimes: Mapping[str, Sequenc
     if missing := [name for name, runtimes in model_runtimes.items() if EAGER not in runtimes]:
         msg = f"Every model needs {EAGER!r}, the reference of its parity figures; {missing} have none."
         raise ValueError(msg)
-    flow = flow_settings(args.backbone, size=args.size)  # pre_trained=False: no model hub
+    flow = flow_settings(args.backbone, size=args.size, flow_steps=args.flow_steps)  # pre_trained=False: no model hub
     with tempfile.TemporaryDirectory(prefix="export_speed_") as scratch:
         work = Path(scratch)
         root = generate_data(args, work / "data")

@@ -34,7 +34,7 @@ Example:
     Run from the repository root::
 
         python benchmarks/speed.py --backbone resnet18 --size 256
-        python benchmarks/speed.py --quick                      # under 3 minutes on 2 CPU cores
+        python benchmarks/speed.py --quick                      # about 4 minutes on 2 CPU cores, 6 exports
         python benchmarks/speed.py --device cuda --output results/speed-gpu.json
         python benchmarks/speed.py --fastflow2d-arg image_score=topk_mean   # any extra Fastflow2D argument
         python benchmarks/speed.py --device cuda --precision bf16-mixed --fastflow2d-arg compile_mode=reduce-overhead
@@ -159,7 +159,7 @@ def parser() -> argparse.ArgumentParser:
         default=PRECISIONS[0],
         help="Lightning precision of training; bf16-mixed also autocasts the eager and step modes. Default: 32-true.",
     )
-    cli.add_argument("--quick", action="store_true", help="Tiny data and few runs: under 3 minutes on 2 cores.")
+    cli.add_argument("--quick", action="store_true", help="Tiny data and few runs: about 4 minutes on 2 cores.")
     cli.add_argument(
         "--openvino",
         action=argparse.BooleanOptionalAction,

@@ -145,14 +145,15 @@ def test_compare_divides_fastflow2d_by_fastflow_for_every_runtime_both_ran() -> 
 
 
 SMALL_RUNTIMES = ("PyTorch eager", "OpenVINO FP32 (f32)", "OpenVINO FP32 (CPU default)")
-"""The end-to-end run's runtimes: one export per model (each takes about half a minute), two OpenVINO configs."""
+"""The end-to-end run's runtimes: one export per model (each about ten seconds), two OpenVINO configs."""
 
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
-    """One run of ``main`` at 64 px, one epoch, two rounds per batch size: the JSON report and the printed tables."""
+    """One run of ``main`` at 64 px, two flow steps, one epoch, two rounds per batch size: the report and tables."""
     output = tmp_path_factory.mktemp("export_speed") / "report.json"
-    arguments = ["--size", "64", "--epochs", "1", "--rounds", "2", "--seconds", "0.05", "--batch-sizes", "1", "2"]
+    arguments = ["--size", "64", "--flow-steps", "2", "--epochs", "1", "--rounds", "2", "--seconds", "0.05"]
+    arguments += ["--batch-sizes", "1", "2"]
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
         patch.setattr(export_speed, "PAUSE_S", 0.0)
@@ -188,11 +189,11 @@ def test_small_run_measures_both_models_in_every_runtime(small_run: tuple[dict[s
         assert exported["labels_equal"] == 24
         assert exported["image_auroc"] == pytest.approx(eager["image_auroc"], abs=1e-3)
         assert exported["file_mib"] > 1
-    # Both models got the same flow settings: Fastflow2D's preset for resnet18 at 64 px.
+    # Both models got the same flow settings: Fastflow2D's preset for resnet18 at 64 px, with two flow steps.
     assert report["flow"]["config"] | {"input_size": report["flow"]["input_size"]} == {
         "backbone": "resnet18",
         "feature_stages": [1, 2, 3],
-        "flow_steps": 8,
+        "flow_steps": 2,
         "conv3x3_only": True,
         "hidden_ratio": 1.0,
         "feature_norm": "position",
