@@ -314,9 +314,9 @@ class FeatureExtractor(nn.Module):
         """The CNN with its batch norms folded (:func:`fold_batch_norms`), refolded when a weight or statistic changes.
 
         Eager runs only: exports and compiled graphs take :attr:`network`, whose norms OpenVINO and the compiler
-        fold themselves. Folding saves the norms' passes over every feature map. A network whose folded copy
-        differs from it on a probe image (a norm registered beside a convolution that it does not follow) runs
-        unfolded.
+        fold themselves. Folding saves the norms' passes over every feature map; the copy's weights are channels-last,
+        the layout inference runs in. A network whose folded copy differs from it on a probe image (a norm
+        registered beside a convolution that it does not follow) runs unfolded.
         """
         if self.kind is not BackboneKind.CNN or exporting() or torch.compiler.is_compiling():
             return self.network
@@ -331,6 +331,8 @@ class FeatureExtractor(nn.Module):
         folded = copy.deepcopy(self.network)
         if fold_batch_norms(folded) == 0:
             return self.network
+        # Inference runs channels-last; weights in that layout are not reordered at every call.
+        folded = folded.to(memory_format=torch.channels_last)
         parameter = next(self.network.parameters())
         probe = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)).to(parameter)
         with torch.no_grad():

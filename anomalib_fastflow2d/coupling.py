@@ -169,8 +169,13 @@ def check_layout(block: AllInOneBlock) -> None:
 
 
 class FoldedCoupling(NamedTuple):
-    """A coupling block's parameters folded for inference (see :meth:`CouplingBlock.folded_forward`)."""
+    """A coupling block's parameters folded for inference (see :meth:`CouplingBlock.folded_forward`).
 
+    Convolution weights are channels-last, the layout inference runs in, so that no call reorders them.
+    """
+
+    first_weight: torch.Tensor
+    """The subnet's first convolution's weight."""
     weight: torch.Tensor
     """The subnet's last convolution, output rows scaled by ``0.1`` (log-scale half) and ``0.1 * g2``."""
     bias: torch.Tensor
@@ -181,6 +186,24 @@ class FoldedCoupling(NamedTuple):
     """``g1``, shaped ``(C1, 1, 1)``."""
     passive_offset: torch.Tensor
     """``b1``, shaped ``(C1, 1, 1)``."""
+    mixing: tuple["Mixing", ...]
+    """How each piece of the output (the next block's halves, or the whole output after the last block) is made."""
+
+
+class Mixing(NamedTuple):
+    """One piece of a block's output from the concatenation of ``x1`` and the updated ``x2``.
+
+    Below :data:`CHANNELS_LAST_GATHER_MIN` channels a 1x1 convolution: rows of ``P`` times the passive half's global
+    affine (``diag(g1, 1)`` and ``(b1, 0)``), so the passive half is not updated on its own. From there on, a gather
+    of the channels ``order`` names, after the passive half's affine.
+    """
+
+    weight: torch.Tensor | None
+    """``(P diag(g1, 1))`` rows of the piece, ``(C_piece, C, 1, 1)``; ``None`` for a gather."""
+    bias: torch.Tensor | None
+    """``P (b1, 0)`` rows of the piece; ``None`` for a gather."""
+    order: torch.Tensor
+    """Input channel of each output channel of the piece."""
 
 
 class CouplingBlock(AllInOneBlock):
@@ -252,48 +275,74 @@ class CouplingBlock(AllInOneBlock):
         log_jacobian = log_scale.sum(dim=(1, 2, 3)) + pixels * torch.log(scale).sum()
         return self._permute_channels(mixed), log_jacobian
 
-    def fold(self) -> FoldedCoupling:
-        """Fold the constant factors and the global affine into the last convolution and per-channel terms."""
-        _, last = self.subnet_convolutions
+    def fold(self, output_split: list[int] | None = None) -> FoldedCoupling:
+        """Fold the constant factors and the global affine into the convolutions and per-channel terms.
+
+        Args:
+            output_split: Channels of the pieces :meth:`folded_forward` returns: the next block's
+                :attr:`channel_split`, or the default ``[C]``, the whole output.
+        """
+        first, last = self.subnet_convolutions
         passive_scale, active_scale = torch.split(self.scale().flatten(), self.channel_split)
         passive_offset, active_offset = torch.split(self.offset().flatten(), self.channel_split)
         row_scale = torch.cat((torch.full_like(active_scale, 0.1), 0.1 * active_scale))
         row_offset = torch.cat((torch.zeros_like(active_offset), active_offset))
         return FoldedCoupling(
-            weight=last.weight * row_scale[:, None, None, None],
+            first_weight=first.weight.contiguous(memory_format=torch.channels_last),
+            weight=(last.weight * row_scale[:, None, None, None]).contiguous(memory_format=torch.channels_last),
             bias=torch.addcmul(row_offset, cast("torch.Tensor", last.bias), row_scale),
             log_active_scale=torch.log(active_scale)[:, None, None],
             passive_scale=passive_scale[:, None, None],
             passive_offset=passive_offset[:, None, None],
+            mixing=self._mixing(passive_scale, passive_offset, output_split or [self.in_channels]),
         )
 
-    def folded_forward(self, folded: FoldedCoupling, features: torch.Tensor) -> torch.Tensor:
+    def _mixing(
+        self, passive_scale: torch.Tensor, passive_offset: torch.Tensor, output_split: list[int]
+    ) -> tuple[Mixing, ...]:
+        permutation = self.permutation()
+        orders = permutation.flatten(1).argmax(dim=1).split(output_split)
+        if self.in_channels >= CHANNELS_LAST_GATHER_MIN:
+            return tuple(Mixing(None, None, order) for order in orders)
+        channel_scale = torch.cat((passive_scale, torch.ones_like(passive_scale[: self.channel_split[1]])))
+        channel_offset = torch.cat((passive_offset, torch.zeros_like(passive_offset[: self.channel_split[1]])))
+        weight = (permutation * channel_scale[:, None, None]).contiguous(memory_format=torch.channels_last)
+        bias = permutation.flatten(1) @ channel_offset
+        return tuple(
+            Mixing(rows, row_bias, order)
+            for rows, row_bias, order in zip(weight.split(output_split), bias.split(output_split), orders, strict=True)
+        )
+
+    def folded_forward(self, folded: FoldedCoupling, passive: torch.Tensor, active: torch.Tensor) -> list[torch.Tensor]:
         """The block's output without its log-Jacobian, from :meth:`fold`'s parameters, for inference.
 
         The factors ``0.1`` and ``0.1 * g2`` and the offset ``b2`` are folded into the subnet's last convolution,
         so it gives ``(0.1 * a_s, 0.1 * g2 * a_t + b2)`` directly, and the active half becomes
-        ``x2 * exp(s + log g2) + 0.1 * g2 * a_t + b2``, updated in place: fewer passes over memory than FrEIA's
-        forward. Exports compute the same with :meth:`exported_forward`.
+        ``x2 * exp(s + log g2) + 0.1 * g2 * a_t + b2``, updated in place. The halves come and go as separate,
+        contiguous maps (a convolution would copy a channel slice first), and the permutation writes the next
+        block's halves (:class:`Mixing`). Exports compute the same with :meth:`exported_forward`.
 
         Args:
             folded: This block's :meth:`fold`, computed with its current parameters.
-            features: ``(N, C, H, W)``; a channels-last layout is kept.
+            passive: ``x1``, ``(N, C1, H, W)``; channels-last for speed.
+            active: ``x2``, ``(N, C2, H, W)``.
 
         Returns:
-            The output ``(N, C, H, W)``.
+            The output ``(N, C, H, W)`` in the pieces of :meth:`fold`'s ``output_split``, channels-last.
         """
         active_channels = self.channel_split[1]
-        passive, active = torch.split(features, self.channel_split, dim=1)
         first, last = self.subnet_convolutions
-        hidden = F.relu(first(passive), inplace=True)
+        hidden = F.relu_(F.conv2d(passive, folded.first_weight, first.bias, padding=first.padding))
         # Under bfloat16 autocast the convolutions run in bfloat16; the coupling itself, as in training, in float32.
         coefficients = at_least_float32(F.conv2d(hidden, folded.weight, folded.bias, padding=last.padding))
         # A slice, unlike torch.split's views, may be updated in place under autograd.
         log_scale, active_out = coefficients[:, :active_channels], coefficients[:, active_channels:]
         growth = torch.add(folded.log_active_scale, torch.tanh(log_scale), alpha=self.log_scale_bound).exp_()
         active_out = active_out.addcmul_(active, growth)
-        passive_out = torch.addcmul(folded.passive_offset, passive, folded.passive_scale)
-        return self._permute_channels(torch.cat((passive_out, active_out), dim=1))
+        if folded.mixing[0].weight is None:
+            passive = torch.addcmul(folded.passive_offset, passive, folded.passive_scale)
+        mixed = torch.cat((passive.to(active_out.dtype), active_out), dim=1)
+        return [_mix(mixed, piece) for piece in folded.mixing]
 
     def exported_forward(
         self, folded: FoldedCoupling, passive: torch.Tensor, active: torch.Tensor, next_split: list[int]
@@ -356,17 +405,29 @@ class CouplingBlock(AllInOneBlock):
         """
         channels_last = features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
         if channels_last and features.shape[1] < CHANNELS_LAST_GATHER_MIN:
-            return _convolve_exactly(features, self.permutation())
+            return _convolve_in_own_type(features, self.permutation())
         # The order is read from P at every call, so that it follows the matrix a checkpoint loads.
-        order = self.permutation().flatten(1).argmax(dim=1)
-        if channels_last:
-            return features.permute(0, 2, 3, 1)[..., order].permute(0, 3, 1, 2)
-        return features[:, order]
+        return _gather_channels(features, self.permutation().flatten(1).argmax(dim=1))
 
 
-def _convolve_exactly(features: torch.Tensor, permutation: torch.Tensor) -> torch.Tensor:
-    """``P x`` as a 1x1 convolution in the features' own type: autocast would round float32 latents to bfloat16."""
+def _mix(features: torch.Tensor, mixing: Mixing) -> torch.Tensor:
+    if mixing.weight is None:
+        return _gather_channels(features, mixing.order)
+    return _convolve_in_own_type(features, mixing.weight, mixing.bias)
+
+
+def _gather_channels(features: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``features[:, order]``, in the features' own layout."""
+    if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
+        return features.permute(0, 2, 3, 1)[..., order].permute(0, 3, 1, 2)
+    return features[:, order]
+
+
+def _convolve_in_own_type(
+    features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A 1x1 convolution in the features' own type: autocast would round float32 latents to bfloat16."""
     if torch.is_autocast_enabled(features.device.type):
         with torch.autocast(features.device.type, enabled=False):
-            return F.conv2d(features, permutation.to(features.dtype))
-    return F.conv2d(features, permutation.to(features.dtype))
+            return _convolve_in_own_type(features, weight, bias)
+    return F.conv2d(features, weight.to(features.dtype), None if bias is None else bias.to(features.dtype))

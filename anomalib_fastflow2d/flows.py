@@ -16,6 +16,7 @@ Paper:
     https://arxiv.org/abs/2111.07677 (Figure 2 for the subnet).
 """
 
+import itertools
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -144,9 +145,10 @@ class Flow2D(nn.Module):
         blocks, folded_couplings = self._blocks(), self._folded_couplings()
         if exporting():
             return self._exported_latent(blocks, folded_couplings, features)
+        halves = list(torch.split(features, blocks[0].channel_split, dim=1))
         for block, folded in zip(blocks, folded_couplings, strict=True):
-            features = block.folded_forward(folded, features)
-        return features
+            halves = block.folded_forward(folded, halves[0], halves[1])
+        return halves[0]
 
     @staticmethod
     def _exported_latent(
@@ -165,14 +167,18 @@ class Flow2D(nn.Module):
     def _folded_couplings(self) -> list[FoldedCoupling]:
         # Traced graphs (compile, export) hold fake tensors without an address: they fold in the graph.
         if torch.is_grad_enabled() or torch.compiler.is_compiling() or exporting():
-            return [block.fold() for block in self._blocks()]
+            return self._fold()
         source = tensor_versions(self.inn.parameters())
         if source is None:
-            return [block.fold() for block in self._blocks()]
+            return self._fold()
         if source != self._folded_from:
-            self._folded = [block.fold() for block in self._blocks()]
-            self._folded_from = source
+            self._folded, self._folded_from = self._fold(), source
         return self._folded
+
+    def _fold(self) -> list[FoldedCoupling]:
+        """Each block folded to write the next block's halves; the last one writes the whole latent."""
+        blocks = self._blocks()
+        return [block.fold(after.channel_split) for block, after in itertools.pairwise(blocks)] + [blocks[-1].fold()]
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without the folded parameters, which are recomputed on first use."""

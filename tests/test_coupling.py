@@ -54,13 +54,19 @@ def test_training_forward_equals_freias_block(block: CouplingBlock) -> None:
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_folded_forward_equals_freias_block(block: CouplingBlock, memory_format: torch.memory_format) -> None:
+@pytest.mark.parametrize("pieces", ["whole", "halves"])  # after the last block, or the next block's halves
+def test_folded_forward_equals_freias_block(
+    block: CouplingBlock, memory_format: torch.memory_format, pieces: str
+) -> None:
     features = torch.randn(3, block.in_channels, 5, 4, dtype=torch.float64)
     expected, _ = freia_forward(block, features)
+    split = [block.in_channels] if pieces == "whole" else block.channel_split
+    passive, active = torch.split(features.contiguous(memory_format=memory_format), block.channel_split, dim=1)
     with torch.no_grad():
-        output = block.folded_forward(block.fold(), features.contiguous(memory_format=memory_format))
-    assert output.is_contiguous(memory_format=memory_format)
-    torch.testing.assert_close(output, expected, rtol=1e-12, atol=1e-12)
+        output = block.folded_forward(block.fold(split), passive, active)
+    assert [piece.shape[1] for piece in output] == split
+    assert all(piece.is_contiguous(memory_format=memory_format) for piece in output)
+    torch.testing.assert_close(torch.cat(output, dim=1), expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("num_pieces", [1, 2, 3])
@@ -78,9 +84,9 @@ def test_permuted_pieces_are_the_permutation_by_a_gather_exactly(block: Coupling
 
 def test_exported_forward_equals_the_folded_forward(block: CouplingBlock) -> None:
     features = torch.randn(3, block.in_channels, 5, 4, dtype=torch.float64)
+    passive, active = torch.split(features, block.channel_split, dim=1)
     with torch.no_grad():
-        expected = block.folded_forward(block.fold(), features)
-        passive, active = torch.split(features, block.channel_split, dim=1)
+        (expected,) = block.folded_forward(block.fold(), passive, active)
         pieces = block.exported_forward(block.fold(), passive, active, block.channel_split)
     assert [piece.shape[1] for piece in pieces] == block.channel_split
     torch.testing.assert_close(torch.cat(pieces, dim=1), expected, rtol=1e-12, atol=1e-12)
