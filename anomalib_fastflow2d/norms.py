@@ -31,10 +31,14 @@ NORM_EPS = 1e-5
 def standardise(features: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
     """Each sample minus its mean over ``(C, H, W)``, divided by its standard deviation; the layout is kept on CUDA.
 
-    The same values as ``F.group_norm(features, 1, eps=eps)``, which on CPU and in exports is what runs.
+    The same values as ``F.group_norm(features, 1, eps=eps)``, which is what runs on CPU. Exports take
+    ``layer_norm`` over ``(C, H, W)``: OpenVINO normalises that in the convolutions' layout, while ``group_norm``'s
+    flattening to one row made it reorder the features to a planar layout and back.
     """
     if features.is_cuda and features.is_contiguous(memory_format=torch.channels_last):
         return standardise_in_layout(features, eps)
+    if exporting():
+        return F.layer_norm(features, features.shape[1:], eps=eps)
     return F.group_norm(features, 1, eps=eps)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
+import openvino
 import pytest
 import torch
 from anomalib.models.image.fastflow.torch_model import FastflowModel
@@ -14,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from anomalib_fastflow2d import Fastflow2DModel, resolve
+from anomalib_fastflow2d.export import OPENVINO_F32_CONFIG
 from anomalib_fastflow2d.norms import ChannelNorm, PositionNorm, standardise, standardise_in_layout
 
 
@@ -109,7 +111,7 @@ def test_model_trained_at_one_size_runs_and_trains_at_others(feature_norm: str) 
         assert model.eval()(torch.randn(1, 3, 96, 160)).anomaly_map.shape == (1, 1, 96, 160)
 
 
-def test_onnx_export_of_the_position_norm_keeps_height_and_width_dynamic(tmp_path: Path) -> None:
+def test_onnx_export_of_the_position_norm_keeps_height_and_width_dynamic_and_standardises_in_4d(tmp_path: Path) -> None:
     torch.manual_seed(0)
     norm = _randomised(PositionNorm(4, feature_size=(8, 8))).eval()
     path = tmp_path / "norm.onnx"
@@ -122,3 +124,11 @@ def test_onnx_export_of_the_position_norm_keeps_height_and_width_dynamic(tmp_pat
         features = torch.randn(2, 4, *size)
         (output,) = session.run(None, {session.get_inputs()[0].name: features.numpy()})
         np.testing.assert_allclose(output, norm(features).detach().numpy(), atol=1e-5)
+    # OpenVINO standardises the features as they are (4-D, in the convolutions' layout): flattened to one row first,
+    # as group_norm exports, they were reordered to a planar layout and back, slower than the norm itself.
+    model = openvino.convert_model(path)
+    normalisations = [node for node in model.get_ordered_ops() if node.get_type_name() == "MVN"]
+    assert [node.get_input_partial_shape(0).rank.get_length() for node in normalisations] == [4]
+    features = torch.randn(2, 4, 6, 10)
+    (output,) = openvino.Core().compile_model(model, "CPU", OPENVINO_F32_CONFIG)(features.numpy()).values()
+    np.testing.assert_allclose(output, norm(features).detach().numpy(), atol=1e-5)
