@@ -175,11 +175,12 @@ def test_training_crops_are_the_whole_frames_normalised_features_at_their_place(
             for top in range(0, 64 - 32 + 1, 16)
             for left in range(0, 96 - 48 + 1, 16)
             if torch.allclose(
-                crops[2][index], whole[2][index, :, top // 16 : top // 16 + 2, left // 16 : left // 16 + 3], atol=1e-5
+                crops[2][index], whole[2][index, :, top // 16 : top // 16 + 2, left // 16 : left // 16 + 3], atol=1e-4
             )
         )
         places.add((top, left))
         for crop, full, stride in zip(crops, whole, [4, 8, 16], strict=True):
             window = full[index, :, top // stride :, left // stride :][:, : 32 // stride, : 48 // stride]
-            assert torch.allclose(crop[index], window, atol=1e-5)  # one layer_norm kernel, or the steps apart
+            # One layer_norm kernel over the channels-last features, or the steps apart: rounding differs by ~1e-5.
+            torch.testing.assert_close(crop[index], window, rtol=1e-4, atol=1e-4)
     assert len(places) > 1  # each frame gets its own place
