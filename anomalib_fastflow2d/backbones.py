@@ -318,9 +318,9 @@ class FeatureExtractor(nn.Module):
         the layout inference runs in. A network whose folded copy differs from it on a probe image (a norm
         registered beside a convolution that it does not follow) runs unfolded.
         """
-        if self.kind is not BackboneKind.CNN or exporting() or torch.compiler.is_compiling():
-            return self.network
-        source = tensor_versions([*self.network.parameters(), *self.network.buffers()])
+        # Exports and compiled graphs hold fake tensors, without the address the cache key reads.
+        cached = self.kind is BackboneKind.CNN and not (exporting() or torch.compiler.is_compiling())
+        source = tensor_versions([*self.network.parameters(), *self.network.buffers()]) if cached else None
         if source is None:
             return self.network
         if source != self._folded_from:

@@ -165,10 +165,10 @@ class Flow2D(nn.Module):
         return [cast("CouplingBlock", block) for block in self.inn.module_list]
 
     def _folded_couplings(self) -> list[FoldedCoupling]:
-        # Traced graphs (compile, export) hold fake tensors without an address: they fold in the graph.
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or exporting():
-            return self._fold()
-        source = tensor_versions(self.inn.parameters())
+        # Autograd needs the fold in its graph; traced graphs (compile, export) hold fake tensors without the
+        # address the cache key reads, and fold in the graph too.
+        cached = not (torch.is_grad_enabled() or torch.compiler.is_compiling() or exporting())
+        source = tensor_versions(self.inn.parameters()) if cached else None
         if source is None:
             return self._fold()
         if source != self._folded_from:
